@@ -1,0 +1,70 @@
+/**
+ * Opening the SQLite file (pragmas) and the write-transaction
+ * runner that keeps SQLITE_BUSY away from callers.
+ */
+import Database from 'better-sqlite3'
+import { StoreBusyError } from '../src/errors.js'
+
+export type Db = Database.Database
+
+export type Synchronous = 'OFF' | 'NORMAL' | 'FULL' | 'EXTRA'
+
+export interface ConnectionOptions {
+  /** File path, or ':memory:'. */
+  path: string
+  /**
+   * SQLite `synchronous`. NORMAL (default, with WAL) survives a crash of any process;
+   * FULL also survives power loss or an OS crash, at several times the commit cost.
+   */
+  synchronous?: Synchronous
+  /** How long SQLite itself waits for the write lock before lockstep's own retry takes over. */
+  busyTimeoutMs?: number
+}
+
+export function openDatabase(options: ConnectionOptions): Db {
+  const db = new Database(options.path)
+  try {
+    // WAL lets readers run beside the one writer, across processes.
+    if (options.path !== ':memory:') db.pragma('journal_mode = WAL')
+    db.pragma(`synchronous = ${options.synchronous ?? 'NORMAL'}`)
+    db.pragma(`busy_timeout = ${Math.max(0, Math.floor(options.busyTimeoutMs ?? 2000))}`)
+    db.pragma('foreign_keys = ON')
+    return db
+  } catch (error) {
+    db.close()
+    throw error
+  }
+}
+
+const BUSY_CODES = new Set(['SQLITE_BUSY', 'SQLITE_BUSY_SNAPSHOT', 'SQLITE_BUSY_RECOVERY', 'SQLITE_BUSY_TIMEOUT', 'SQLITE_LOCKED', 'SQLITE_LOCKED_SHAREDCACHE'])
+
+export function isBusyError(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code
+  return typeof code === 'string' && BUSY_CODES.has(code)
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
+
+/**
+ * Run `fn` as one IMMEDIATE transaction (the write lock is taken at BEGIN, so a
+ * read-then-write can never fail half-way with SQLITE_BUSY_SNAPSHOT). If the lock stays
+ * busy past SQLite's own busy_timeout, retry with jittered exponential backoff, without
+ * blocking the event loop, for up to `busyRetryMs`; only then give up with STORE_BUSY.
+ * `fn` must be synchronous and must not have side effects outside the database,
+ * because a retried transaction runs it again.
+ */
+export async function writeTransaction<T>(db: Db, fn: () => T, busyRetryMs = 60_000): Promise<T> {
+  const started = Date.now()
+  let delay = 2
+  for (;;) {
+    try {
+      return db.transaction(fn).immediate()
+    } catch (error) {
+      if (!isBusyError(error)) throw error
+      const waited = Date.now() - started
+      if (waited >= busyRetryMs) throw new StoreBusyError(waited, error)
+      await sleep(delay / 2 + Math.random() * delay)
+      delay = Math.min(delay * 2, 250)
+    }
+  }
+}

@@ -1,0 +1,68 @@
+/** Read side of the journal: pages in `seq` order, and change detection across processes. */
+import type { Db } from './connection.js'
+import type { JournalEntry } from './kernel.js'
+
+interface JournalRow {
+  seq: number
+  actor_id: string
+  kind: string
+  event_type: string
+  event: string
+  state_before: string | null
+  state_after: string
+  run_id: string | null
+  actor_version: number
+  at: number
+}
+
+export interface JournalPage {
+  actorId?: string
+  after: number
+  limit: number
+}
+
+export class JournalQueries {
+  private readonly s
+
+  constructor(db: Db) {
+    this.s = {
+      page: db.prepare('SELECT * FROM journal WHERE seq > ? ORDER BY seq LIMIT ?'),
+      pageForActor: db.prepare('SELECT * FROM journal WHERE actor_id = ? AND seq > ? ORDER BY seq LIMIT ?'),
+      maxSeq: db.prepare('SELECT COALESCE(MAX(seq), 0) AS seq FROM journal'),
+      dataVersion: db.prepare('PRAGMA data_version').pluck(),
+    }
+  }
+
+  page(query: JournalPage): JournalEntry[] {
+    const rows = (
+      query.actorId === undefined
+        ? this.s.page.all(query.after, query.limit)
+        : this.s.pageForActor.all(query.actorId, query.after, query.limit)
+    ) as JournalRow[]
+    return rows.map(toEntry)
+  }
+
+  maxSeq(): number {
+    return (this.s.maxSeq.get() as { seq: number }).seq
+  }
+
+  /** Changes whenever another connection commits to the file. */
+  dataVersion(): number {
+    return this.s.dataVersion.get() as number
+  }
+}
+
+function toEntry(row: JournalRow): JournalEntry {
+  return {
+    seq: row.seq,
+    actorId: row.actor_id,
+    kind: row.kind,
+    eventType: row.event_type,
+    event: JSON.parse(row.event) as Record<string, unknown>,
+    stateBefore: row.state_before,
+    stateAfter: row.state_after,
+    runId: row.run_id,
+    actorVersion: row.actor_version,
+    at: row.at,
+  }
+}

@@ -1,0 +1,130 @@
+/**
+ * Numbered schema migrations, applied in order on open inside one IMMEDIATE
+ * transaction. `PRAGMA user_version` records the last one applied; a file written by a
+ * newer lockstep is refused rather than misread.
+ */
+import type Database from 'better-sqlite3'
+import { SchemaTooNewError } from '../src/errors.js'
+
+export interface Migration {
+  version: number
+  name: string
+  sql: string
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'actors, journal, timers, tasks, links, runs',
+    sql: `
+      -- Every machine-driven actor: its persisted XState snapshot and a version that
+      -- increments on every committed step.
+      CREATE TABLE actors (
+        id              TEXT PRIMARY KEY,
+        machine_id      TEXT NOT NULL,
+        machine_version INTEGER NOT NULL,
+        state           TEXT NOT NULL,
+        snapshot        TEXT NOT NULL,
+        version         INTEGER NOT NULL,
+        created_at      INTEGER NOT NULL,
+        updated_at      INTEGER NOT NULL
+      );
+
+      -- The event log: one row per journal kind of every accepted event, in commit order.
+      CREATE TABLE journal (
+        seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+        actor_id     TEXT NOT NULL,
+        kind         TEXT NOT NULL,
+        event_type   TEXT NOT NULL,
+        event        TEXT NOT NULL,
+        state_before TEXT,
+        state_after  TEXT NOT NULL,
+        run_id       TEXT,
+        actor_version INTEGER NOT NULL,
+        at           INTEGER NOT NULL
+      );
+      CREATE INDEX journal_actor ON journal (actor_id, seq);
+      CREATE INDEX journal_kind ON journal (kind);
+
+      -- Durable timers (XState delayed raises): delivered by any open orchestrator.
+      CREATE TABLE timers (
+        actor_id TEXT NOT NULL,
+        timer_id TEXT NOT NULL,
+        due_at   INTEGER NOT NULL,
+        event    TEXT NOT NULL,
+        PRIMARY KEY (actor_id, timer_id)
+      ) WITHOUT ROWID;
+      CREATE INDEX timers_due ON timers (due_at);
+
+      -- Projection of task actors, for queries and claimNext; written by the same step.
+      CREATE TABLE tasks (
+        id               TEXT PRIMARY KEY REFERENCES actors (id) DEFERRABLE INITIALLY DEFERRED,
+        title            TEXT NOT NULL,
+        body             TEXT,
+        assignee         TEXT,
+        tenant           TEXT,
+        priority         INTEGER NOT NULL DEFAULT 0,
+        payload          TEXT,
+        idempotency_key  TEXT UNIQUE,
+        max_attempts     INTEGER NOT NULL,
+        status           TEXT NOT NULL,
+        state            TEXT NOT NULL,
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        run_id           TEXT,
+        worker           TEXT,
+        lease_expires_at INTEGER,
+        retry_at         INTEGER,
+        blocked_reason   TEXT,
+        blocked_by       TEXT,
+        last_error       TEXT,
+        result           TEXT,
+        summary          TEXT,
+        created_at       INTEGER NOT NULL,
+        updated_at       INTEGER NOT NULL,
+        completed_at     INTEGER
+      );
+      CREATE INDEX tasks_status ON tasks (status);
+      CREATE INDEX tasks_ready ON tasks (priority DESC, created_at) WHERE status = 'ready';
+      CREATE INDEX tasks_ready_assignee ON tasks (assignee, priority DESC, created_at) WHERE status = 'ready';
+      CREATE INDEX tasks_ready_tenant ON tasks (tenant, priority DESC, created_at) WHERE status = 'ready';
+
+      CREATE TABLE task_links (
+        parent_id TEXT NOT NULL REFERENCES tasks (id),
+        child_id  TEXT NOT NULL REFERENCES tasks (id),
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (parent_id, child_id)
+      ) WITHOUT ROWID;
+      CREATE INDEX task_links_child ON task_links (child_id, parent_id);
+
+      -- One row per successful claim, closed exactly once with an outcome.
+      CREATE TABLE runs (
+        id               TEXT PRIMARY KEY,
+        task_id          TEXT NOT NULL REFERENCES tasks (id),
+        worker           TEXT NOT NULL,
+        attempt          INTEGER NOT NULL,
+        started_at       INTEGER NOT NULL,
+        lease_expires_at INTEGER NOT NULL,
+        ended_at         INTEGER,
+        outcome          TEXT,
+        error            TEXT,
+        summary          TEXT,
+        result           TEXT,
+        metadata         TEXT
+      );
+      CREATE INDEX runs_task ON runs (task_id, started_at);
+    `,
+  },
+]
+
+export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version
+
+/** Apply pending migrations. Call inside an IMMEDIATE transaction, so two processes opening a new file cannot both migrate. */
+export function migrate(db: Database.Database, path: string): void {
+  const current = db.pragma('user_version', { simple: true }) as number
+  if (current > SCHEMA_VERSION) throw new SchemaTooNewError(path, current, SCHEMA_VERSION)
+  for (const migration of MIGRATIONS) {
+    if (migration.version <= current) continue
+    db.exec(migration.sql)
+    db.pragma(`user_version = ${migration.version}`)
+  }
+}

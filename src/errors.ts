@@ -1,0 +1,118 @@
+/**
+ * Every error lockstep throws on purpose is a LockstepError with a stable `code`.
+ * Match on `code` (or `instanceof`), never on the message.
+ */
+export type LockstepErrorCode =
+  | 'INVALID_INPUT'
+  | 'TASK_NOT_FOUND'
+  | 'LINK_NOT_FOUND'
+  | 'DEPENDENCY_CYCLE'
+  | 'LEASE_LOST'
+  | 'INVALID_TRANSITION'
+  | 'PAYLOAD_TOO_LARGE'
+  | 'SCHEMA_TOO_NEW'
+  | 'SNAPSHOT_INCOMPATIBLE'
+  | 'STORE_BUSY'
+  | 'CLOSED'
+
+export class LockstepError extends Error {
+  readonly code: LockstepErrorCode
+  /** Structured detail for programs (ids, field names); the message is for people. */
+  readonly details: Record<string, unknown>
+
+  constructor(code: LockstepErrorCode, message: string, details: Record<string, unknown> = {}) {
+    super(message)
+    this.name = new.target.name
+    this.code = code
+    this.details = details
+  }
+}
+
+/** Bad input: wrong type, empty title, unknown status, non-JSON payload, ... Nothing was written. */
+export class InvalidInputError extends LockstepError {
+  constructor(message: string, details: Record<string, unknown> = {}) {
+    super('INVALID_INPUT', message, details)
+  }
+}
+
+export class TaskNotFoundError extends LockstepError {
+  constructor(readonly taskId: string) {
+    super('TASK_NOT_FOUND', `task ${JSON.stringify(taskId)} does not exist`, { taskId })
+  }
+}
+
+export class LinkNotFoundError extends LockstepError {
+  constructor(readonly parentId: string, readonly childId: string) {
+    super('LINK_NOT_FOUND', `task ${childId} does not depend on ${parentId}`, { parentId, childId })
+  }
+}
+
+export class DependencyCycleError extends LockstepError {
+  constructor(readonly parentId: string, readonly childId: string) {
+    super(
+      'DEPENDENCY_CYCLE',
+      parentId === childId
+        ? `task ${parentId} cannot depend on itself`
+        : `linking ${parentId} -> ${childId} would create a cycle: ${childId} is already an ancestor of ${parentId}`,
+      { parentId, childId },
+    )
+  }
+}
+
+/** The claim is stale: its lease lapsed and the task was reclaimed, or it was cancelled/blocked/completed. */
+export class LeaseLostError extends LockstepError {
+  constructor(readonly taskId: string, readonly runId: string, state: string) {
+    super('LEASE_LOST', `claim on task ${taskId} (run ${runId}) is no longer held; the task is ${state}`, {
+      taskId,
+      runId,
+      state,
+    })
+  }
+}
+
+/** The machine refused a command in the actor's current state (e.g. archiving a running task). */
+export class InvalidTransitionError extends LockstepError {
+  constructor(readonly actorId: string, readonly event: string, readonly state: string, hint = '') {
+    super('INVALID_TRANSITION', `${event} is not allowed for ${actorId} in state ${state}${hint ? `: ${hint}` : ''}`, {
+      actorId,
+      event,
+      state,
+    })
+  }
+}
+
+export class PayloadTooLargeError extends LockstepError {
+  constructor(field: string, bytes: number, limit: number) {
+    super('PAYLOAD_TOO_LARGE', `${field} is ${bytes} bytes as JSON; the limit is ${limit}`, { field, bytes, limit })
+  }
+}
+
+export class SchemaTooNewError extends LockstepError {
+  constructor(path: string, found: number, known: number) {
+    super(
+      'SCHEMA_TOO_NEW',
+      `${path} has schema version ${found}, newer than this lockstep knows (${known}); upgrade lockstep`,
+      { path, found, known },
+    )
+  }
+}
+
+export class SnapshotIncompatibleError extends LockstepError {
+  constructor(actorId: string, message: string, details: Record<string, unknown> = {}) {
+    super('SNAPSHOT_INCOMPATIBLE', `actor ${actorId}: ${message}`, { actorId, ...details })
+  }
+}
+
+/** SQLite stayed locked by other writers longer than `busyRetryMs`. */
+export class StoreBusyError extends LockstepError {
+  constructor(waitedMs: number, cause: unknown) {
+    super('STORE_BUSY', `the database stayed locked for ${waitedMs} ms`, { waitedMs })
+    this.cause = cause
+  }
+}
+
+export class ClosedError extends LockstepError {
+  constructor() {
+    super('CLOSED', 'this orchestrator is closed')
+  }
+}

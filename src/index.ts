@@ -1,0 +1,5 @@
+export { createOrchestrator, DEFAULT_TASK_DEFAULTS } from './orchestrator.js'
+export * from './errors.js'
+export type * from './types.js'
+export { TASK_STATUSES, retryDelayMs, taskMachine } from '../machines/task.js'
+export type { JournalKind, ParentFacts, TaskState } from '../machines/task.js'

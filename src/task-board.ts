@@ -1,0 +1,412 @@
+/**
+ * The task board API over the committed step. Each method validates its input first
+ * (nothing is written for bad input), then runs one write transaction that sends events
+ * to task machines; the machine's guards decide, this file only maps their decisions to
+ * return values and errors.
+ */
+import { randomBytes } from 'node:crypto'
+import type { AnyMachineSnapshot } from 'xstate'
+import type { TaskContext, TaskEvent } from '../machines/task.js'
+import { TASK_MACHINE_ID } from '../machines/task.js'
+import type { Kernel, StepResult, StepTx } from '../persistence/kernel.js'
+import type { RunRow, TaskQueries, TaskRow } from '../persistence/tasks.js'
+import {
+  DependencyCycleError,
+  InvalidInputError,
+  InvalidTransitionError,
+  LeaseLostError,
+  LinkNotFoundError,
+  TaskNotFoundError,
+} from './errors.js'
+import { newId } from './ids.js'
+import type { JournalFeed } from './journal-feed.js'
+import type {
+  Claim,
+  ClaimNextOptions,
+  ClaimOptions,
+  CompleteInput,
+  CreateTaskInput,
+  EventsQuery,
+  FailInput,
+  Json,
+  JournalEntry,
+  ListFilter,
+  Run,
+  SubscribeOptions,
+  Task,
+  TaskBoard,
+  TaskDefaults,
+} from './types.js'
+import * as v from './validate.js'
+
+const MAX_LEASE_MS = 24 * 60 * 60 * 1000
+const MAX_TITLE = 1_000
+const MAX_BODY = 100_000
+const MAX_SUMMARY = 100_000
+const MAX_ERROR = 100_000
+
+/** Event fields the caller supplies; `at` and `facts` are added by the committed step. */
+type Command = TaskEvent extends infer E ? (E extends TaskEvent ? Omit<E, 'at' | 'facts'> : never) : never
+
+export interface SqliteTaskBoardOptions {
+  kernel: Kernel
+  queries: TaskQueries
+  feed: JournalFeed
+  defaults: TaskDefaults
+  maxPayloadBytes: number
+  /** Called before every operation (throws when closed) and tracks in-flight writes. */
+  guard<T>(operation: () => Promise<T>): Promise<T>
+}
+
+export class SqliteTaskBoard implements TaskBoard {
+  private readonly kernel: Kernel
+  private readonly q: TaskQueries
+  private readonly defaults: TaskDefaults
+  private readonly maxPayloadBytes: number
+
+  constructor(private readonly options: SqliteTaskBoardOptions) {
+    this.kernel = options.kernel
+    this.q = options.queries
+    this.defaults = options.defaults
+    this.maxPayloadBytes = options.maxPayloadBytes
+  }
+
+  async create(input: CreateTaskInput): Promise<Task> {
+    const i = v.requireRecord(input, 'create input')
+    const row = {
+      id: newId('t'),
+      title: v.requireString(i.title, 'title', MAX_TITLE),
+      body: v.optionalText(i.body, 'body', MAX_BODY),
+      assignee: v.optionalString(i.assignee, 'assignee'),
+      tenant: v.optionalString(i.tenant, 'tenant'),
+      priority: v.optionalInt(i.priority, 'priority', -1_000_000, 1_000_000, 0),
+      payload: v.jsonValue(i.payload, 'payload', this.maxPayloadBytes),
+      idempotencyKey: v.optionalString(i.idempotencyKey, 'idempotencyKey'),
+      maxAttempts: v.optionalInt(i.maxAttempts, 'maxAttempts', 1, 1_000, this.defaults.maxAttempts),
+    }
+    const parents = v.idList(i.parents, 'parents')
+    return this.write((tx) => {
+      // Inside the transaction, so two concurrent creates with one key cannot both insert.
+      if (row.idempotencyKey !== null) {
+        const existing = this.q.byIdempotencyKey(row.idempotencyKey)
+        if (existing) return existing
+      }
+      for (const parent of parents) if (!this.q.exists(parent)) throw new TaskNotFoundError(parent)
+      this.q.insertTask(row, tx.now)
+      // A brand-new task has no children, so these links cannot close a cycle.
+      for (const parent of parents) this.q.insertLinkRow(parent, row.id, tx.now)
+      this.kernel.createInTx(
+        tx,
+        TASK_MACHINE_ID,
+        row.id,
+        { id: row.id, maxAttempts: row.maxAttempts, backoffBaseMs: this.defaults.backoffBaseMs, backoffMaxMs: this.defaults.backoffMaxMs },
+        { type: 'CREATE', parents },
+      )
+      return row.id
+    }).then((id) => this.mustGet(id))
+  }
+
+  async link(parentId: string, childId: string): Promise<Task> {
+    const parent = v.requireString(parentId, 'parentId')
+    const child = v.requireString(childId, 'childId')
+    return this.write((tx) => {
+      this.mustExist(parent)
+      this.mustExist(child)
+      if (this.q.linkExists(parent, child)) return child // already linked: nothing to do
+      if (this.q.wouldCycle(parent, child)) throw new DependencyCycleError(parent, child)
+      this.command(tx, child, { type: 'LINK', parentId: parent }, 'a running or finished task only accepts parents that are done')
+      return child
+    }).then((id) => this.mustGet(id))
+  }
+
+  async unlink(parentId: string, childId: string): Promise<Task> {
+    const parent = v.requireString(parentId, 'parentId')
+    const child = v.requireString(childId, 'childId')
+    return this.write((tx) => {
+      this.mustExist(child)
+      if (!this.q.linkExists(parent, child)) throw new LinkNotFoundError(parent, child)
+      this.command(tx, child, { type: 'UNLINK', parentId: parent })
+      return child
+    }).then((id) => this.mustGet(id))
+  }
+
+  async claim(taskId: string, options: ClaimOptions): Promise<Claim | null> {
+    const id = v.requireString(taskId, 'taskId')
+    const { worker, leaseMs } = this.claimOptions(options)
+    return this.write((tx) => {
+      this.mustExist(id)
+      return this.tryClaim(tx, id, worker, leaseMs)
+    })
+  }
+
+  async claimNext(options: ClaimNextOptions): Promise<Claim | null> {
+    const o = v.requireRecord(options, 'claimNext options')
+    const { worker, leaseMs } = this.claimOptions(options)
+    const filter = {
+      assignee: v.optionalString(o.assignee, 'assignee') ?? undefined,
+      tenant: v.optionalString(o.tenant, 'tenant') ?? undefined,
+    }
+    return this.write((tx) => {
+      // Candidates the gate refuses are demoted inside this same transaction, so the
+      // loop always makes progress and ends.
+      for (;;) {
+        const candidates = this.q.readyCandidates(filter, 8)
+        if (candidates.length === 0) return null
+        for (const id of candidates) {
+          const claim = this.tryClaim(tx, id, worker, leaseMs)
+          if (claim) return claim
+        }
+      }
+    })
+  }
+
+  async heartbeat(claim: Claim, options: { leaseMs?: number } = {}): Promise<Claim> {
+    const c = this.claimShape(claim)
+    const leaseMs =
+      options.leaseMs === undefined ? undefined : v.optionalInt(options.leaseMs, 'leaseMs', 1, MAX_LEASE_MS, 0)
+    return this.write((tx) => {
+      const after = this.fenced(tx, c, { type: 'HEARTBEAT', runId: c.runId, token: c.token, leaseMs })
+      const context = after.context as TaskContext
+      return { ...c, leaseExpiresAt: context.leaseExpiresAt!, attempt: context.attempts }
+    })
+  }
+
+  async complete(claim: Claim, input: CompleteInput = {}): Promise<Task> {
+    const c = this.claimShape(claim)
+    const i = v.requireRecord(input, 'complete input')
+    const result = v.jsonValue(i.result, 'result', this.maxPayloadBytes)
+    const metadata = v.jsonValue(i.metadata, 'metadata', this.maxPayloadBytes)
+    const summary = v.optionalText(i.summary, 'summary', MAX_SUMMARY)
+    return this.write((tx) => {
+      this.fenced(tx, c, {
+        type: 'COMPLETE',
+        runId: c.runId,
+        token: c.token,
+        result: result === null ? undefined : JSON.parse(result),
+        summary,
+        metadata: metadata === null ? undefined : JSON.parse(metadata),
+      })
+      return c.taskId
+    }).then((id) => this.mustGet(id))
+  }
+
+  async fail(claim: Claim, input: FailInput): Promise<Task> {
+    const c = this.claimShape(claim)
+    const i = v.requireRecord(input, 'fail input')
+    const error = i.error instanceof Error ? i.error.message || i.error.name : i.error
+    const message = v.optionalText(error, 'error', MAX_ERROR)
+    if (message === null) throw new InvalidInputError('error must be a string or an Error', { field: 'error' })
+    const retryable = v.optionalBoolean(i.retryable, 'retryable', true)
+    return this.write((tx) => {
+      this.fenced(tx, c, { type: 'FAIL', runId: c.runId, token: c.token, error: message, retryable, jitter: Math.random() })
+      return c.taskId
+    }).then((id) => this.mustGet(id))
+  }
+
+  async block(taskId: string, input: { reason: string }): Promise<Task> {
+    const id = v.requireString(taskId, 'taskId')
+    const reason = v.requireString(v.requireRecord(input, 'block input').reason, 'reason', MAX_SUMMARY)
+    return this.simple(id, { type: 'BLOCK', reason })
+  }
+
+  async unblock(taskId: string): Promise<Task> {
+    return this.simple(v.requireString(taskId, 'taskId'), { type: 'UNBLOCK' }, 'a failed or cancelled parent still blocks it: retry or unlink that parent')
+  }
+
+  async cancel(taskId: string, input: { reason?: string | null } = {}): Promise<Task> {
+    const id = v.requireString(taskId, 'taskId')
+    const reason = v.optionalText(v.requireRecord(input, 'cancel input').reason, 'reason', MAX_SUMMARY)
+    return this.simple(id, { type: 'CANCEL', reason })
+  }
+
+  async retry(taskId: string): Promise<Task> {
+    return this.simple(v.requireString(taskId, 'taskId'), { type: 'RETRY' }, 'only a failed task can be retried')
+  }
+
+  async archive(taskId: string): Promise<Task> {
+    return this.simple(v.requireString(taskId, 'taskId'), { type: 'ARCHIVE' }, 'only done, failed or cancelled tasks can be archived')
+  }
+
+  async get(taskId: string): Promise<Task | null> {
+    const id = v.requireString(taskId, 'taskId')
+    return this.read(() => {
+      const row = this.q.get(id)
+      return row ? toTask(row) : null
+    })
+  }
+
+  async list(filter: ListFilter = {}): Promise<Task[]> {
+    const f = v.requireRecord(filter, 'list filter')
+    const query = {
+      status: v.status(f.status),
+      assignee: v.optionalString(f.assignee, 'assignee') ?? undefined,
+      tenant: v.optionalString(f.tenant, 'tenant') ?? undefined,
+      after: v.optionalString(f.after, 'after') ?? undefined,
+      limit: v.optionalInt(f.limit, 'limit', 1, 10_000, 100),
+    }
+    return this.read(() => this.q.list(query).map(toTask))
+  }
+
+  async children(taskId: string): Promise<string[]> {
+    const id = v.requireString(taskId, 'taskId')
+    return this.read(() => {
+      this.mustExist(id)
+      return this.q.childIds(id)
+    })
+  }
+
+  async events(query: EventsQuery = {}): Promise<JournalEntry[]> {
+    const q = v.requireRecord(query, 'events query')
+    const page = {
+      actorId: v.optionalString(q.taskId, 'taskId') ?? undefined,
+      after: v.optionalInt(q.after, 'after', 0, Number.MAX_SAFE_INTEGER, 0),
+      limit: v.optionalInt(q.limit, 'limit', 1, 10_000, 1_000),
+    }
+    return this.read(() => this.options.feed.page(page))
+  }
+
+  async runs(taskId: string): Promise<Run[]> {
+    const id = v.requireString(taskId, 'taskId')
+    return this.read(() => {
+      this.mustExist(id)
+      return this.q.runs(id).map(toRun)
+    })
+  }
+
+  subscribe(listener: (entry: JournalEntry) => void, options: SubscribeOptions = {}) {
+    if (typeof listener !== 'function') throw new InvalidInputError('listener must be a function', { field: 'listener' })
+    const o = v.requireRecord(options, 'subscribe options')
+    return this.options.feed.subscribe(listener, {
+      after: o.after === undefined ? undefined : v.optionalInt(o.after, 'after', 0, Number.MAX_SAFE_INTEGER, 0),
+      actorId: v.optionalString(o.taskId, 'taskId') ?? undefined,
+    })
+  }
+
+  // ---- internals ----
+
+  private write<T>(fn: (tx: StepTx) => T): Promise<T> {
+    return this.options.guard(() => this.kernel.write(fn))
+  }
+
+  private read<T>(fn: () => T): Promise<T> {
+    return this.options.guard(async () => fn())
+  }
+
+  private mustExist(id: string): void {
+    if (!this.q.exists(id)) throw new TaskNotFoundError(id)
+  }
+
+  private async mustGet(id: string): Promise<Task> {
+    const row = this.q.get(id)
+    if (!row) throw new TaskNotFoundError(id)
+    return toTask(row)
+  }
+
+  private claimOptions(options: ClaimOptions): { worker: string; leaseMs: number } {
+    const o = v.requireRecord(options, 'claim options')
+    return {
+      worker: v.requireString(o.worker, 'worker'),
+      leaseMs: v.optionalInt(o.leaseMs, 'leaseMs', 1, MAX_LEASE_MS, this.defaults.leaseMs),
+    }
+  }
+
+  private claimShape(claim: Claim): Claim {
+    const c = v.requireRecord(claim, 'claim')
+    return {
+      taskId: v.requireString(c.taskId, 'claim.taskId'),
+      runId: v.requireString(c.runId, 'claim.runId'),
+      token: v.requireString(c.token, 'claim.token'),
+      worker: v.requireString(c.worker, 'claim.worker'),
+      leaseExpiresAt: typeof c.leaseExpiresAt === 'number' ? c.leaseExpiresAt : 0,
+      attempt: typeof c.attempt === 'number' ? c.attempt : 0,
+    }
+  }
+
+  private tryClaim(tx: StepTx, id: string, worker: string, leaseMs: number): Claim | null {
+    const runId = newId('r')
+    const token = randomBytes(16).toString('base64url')
+    const step = this.send(tx, id, { type: 'CLAIM', runId, token, worker, leaseMs })
+    if (!step.accepted || step.snapshot.value !== 'running') return null
+    const context = step.snapshot.context as TaskContext
+    return { taskId: id, runId, token, worker, leaseExpiresAt: context.leaseExpiresAt!, attempt: context.attempts }
+  }
+
+  /** A fenced command: refused means the claim is stale (LEASE_LOST). */
+  private fenced(tx: StepTx, claim: Claim, event: Command): AnyMachineSnapshot {
+    const step = this.send(tx, claim.taskId, event)
+    if (!step.accepted) throw new LeaseLostError(claim.taskId, claim.runId, step.stateBefore)
+    return step.snapshot
+  }
+
+  /** A command that must be accepted; a refusal is INVALID_TRANSITION. */
+  private command(tx: StepTx, id: string, event: Command, hint = ''): StepResult {
+    const step = this.send(tx, id, event)
+    if (!step.accepted) throw new InvalidTransitionError(id, event.type, step.stateBefore, hint)
+    return step
+  }
+
+  private simple(id: string, event: Command, hint = ''): Promise<Task> {
+    return this.write((tx) => {
+      this.mustExist(id)
+      this.command(tx, id, event, hint)
+      return id
+    }).then((taskId) => this.mustGet(taskId))
+  }
+
+  private send(tx: StepTx, id: string, event: Command): StepResult {
+    const step = this.kernel.stepInTx(tx, id, event)
+    if (!step) throw new TaskNotFoundError(id)
+    return step
+  }
+}
+
+function parseJson(text: string | null): Json | null {
+  return text === null ? null : (JSON.parse(text) as Json)
+}
+
+export function toTask(row: TaskRow): Task {
+  return {
+    id: row.id,
+    title: row.title,
+    body: row.body,
+    assignee: row.assignee,
+    tenant: row.tenant,
+    priority: row.priority,
+    payload: parseJson(row.payload),
+    idempotencyKey: row.idempotency_key,
+    maxAttempts: row.max_attempts,
+    status: row.status,
+    state: row.state,
+    attempts: row.attempts,
+    runId: row.run_id,
+    worker: row.worker,
+    leaseExpiresAt: row.lease_expires_at,
+    retryAt: row.retry_at,
+    blockedReason: row.blocked_reason,
+    blockedBy: row.blocked_by,
+    lastError: row.last_error,
+    result: parseJson(row.result),
+    summary: row.summary,
+    parents: JSON.parse(row.parents) as string[],
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+    completedAt: row.completed_at,
+  }
+}
+
+export function toRun(row: RunRow): Run {
+  return {
+    id: row.id,
+    taskId: row.task_id,
+    worker: row.worker,
+    attempt: row.attempt,
+    startedAt: row.started_at,
+    leaseExpiresAt: row.lease_expires_at,
+    endedAt: row.ended_at,
+    outcome: row.outcome,
+    error: row.error,
+    summary: row.summary,
+    result: parseJson(row.result),
+    metadata: parseJson(row.metadata),
+  }
+}

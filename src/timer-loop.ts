@@ -1,0 +1,75 @@
+/**
+ * Delivers durable timers (lease expiry, retry backoff, ...) through the committed step.
+ * Every open orchestrator runs one, so timers fire as long as any process has the file
+ * open; two loops racing for one timer are serialized by the write lock and the second
+ * finds the row gone. The loop sleeps until the earliest due timer, but never longer
+ * than `pollMs`, so timers written by other processes are noticed promptly.
+ */
+import type { Kernel } from '../persistence/kernel.js'
+
+const BATCH = 256
+
+export class TimerLoop {
+  private timer: NodeJS.Timeout | null = null
+  private running: Promise<void> | null = null
+  private stopped = false
+
+  constructor(
+    private readonly kernel: Kernel,
+    private readonly pollMs: number,
+    private readonly onError: (error: unknown) => void,
+  ) {}
+
+  start(): void {
+    this.schedule()
+  }
+
+  /** Deliver everything due now; resolves with the number of timers delivered. */
+  async runDue(): Promise<number> {
+    let total = 0
+    for (;;) {
+      const delivered = await this.kernel.deliverDueTimers(BATCH)
+      total += delivered
+      if (delivered < BATCH) return total
+    }
+  }
+
+  /** Re-evaluate when to wake (after a local commit that may have added an earlier timer). */
+  poke(): void {
+    if (!this.stopped && !this.running) this.schedule()
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true
+    if (this.timer) clearTimeout(this.timer)
+    this.timer = null
+    await this.running
+  }
+
+  private schedule(): void {
+    if (this.stopped) return
+    if (this.timer) clearTimeout(this.timer)
+    let delay = this.pollMs
+    try {
+      const due = this.kernel.nextTimerDue()
+      if (due !== null) delay = Math.max(0, Math.min(this.pollMs, due - this.kernel.now()))
+    } catch (error) {
+      this.onError(error)
+    }
+    this.timer = setTimeout(() => this.tick(), delay)
+    this.timer.unref()
+  }
+
+  private tick(): void {
+    this.timer = null
+    this.running = this.runDue()
+      .then(
+        () => undefined,
+        (error) => this.onError(error),
+      )
+      .finally(() => {
+        this.running = null
+        this.schedule()
+      })
+  }
+}

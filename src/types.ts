@@ -1,0 +1,224 @@
+/**
+ * The public interfaces of lockstep. Every method returns a Promise so that a networked
+ * store can implement the same interfaces; the SQLite store runs synchronous
+ * transactions underneath.
+ */
+import type { RunOutcome, TaskStatus } from '../machines/task.js'
+
+export type { RunOutcome, TaskStatus }
+
+/** Any value that survives JSON.stringify/parse unchanged. */
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json }
+
+export interface Task {
+  id: string
+  title: string
+  body: string | null
+  assignee: string | null
+  tenant: string | null
+  /** Higher is claimed first. */
+  priority: number
+  payload: Json | null
+  idempotencyKey: string | null
+  maxAttempts: number
+  status: TaskStatus
+  /** The machine state: like `status`, but tells `todo` (waiting on parents) from `backoff` (waiting to retry). */
+  state: string
+  /** Claims made so far. */
+  attempts: number
+  /** The run holding the task while it is `running`. */
+  runId: string | null
+  worker: string | null
+  leaseExpiresAt: number | null
+  /** When a failed attempt will be retried (state `backoff`). */
+  retryAt: number | null
+  blockedReason: string | null
+  /** The failed or cancelled parent this task waits on, when that is why it is blocked. */
+  blockedBy: string | null
+  lastError: string | null
+  result: Json | null
+  summary: string | null
+  parents: string[]
+  createdAt: number
+  updatedAt: number
+  completedAt: number | null
+}
+
+export interface CreateTaskInput {
+  title: string
+  body?: string | null
+  assignee?: string | null
+  tenant?: string | null
+  priority?: number
+  /** Tasks that must all be `done` before this one can be claimed. Linked in the same transaction. */
+  parents?: string[]
+  payload?: Json | null
+  /** A second create with the same key returns the first task instead of creating another. */
+  idempotencyKey?: string | null
+  /** Claims allowed before a failing task stays `failed` (default 3). */
+  maxAttempts?: number
+}
+
+/** Proof of holding a task: present it to heartbeat, complete or fail. */
+export interface Claim {
+  taskId: string
+  runId: string
+  /** Fencing token: only the current holder's token is accepted. */
+  token: string
+  worker: string
+  leaseExpiresAt: number
+  /** 1 for the first claim of the task, 2 for its first retry, ... */
+  attempt: number
+}
+
+export interface ClaimOptions {
+  worker: string
+  /** Lease length; heartbeat before it lapses or the task is reclaimed (default 30 s). */
+  leaseMs?: number
+}
+
+export interface ClaimNextOptions extends ClaimOptions {
+  assignee?: string
+  tenant?: string
+}
+
+export interface CompleteInput {
+  result?: Json | null
+  summary?: string | null
+  metadata?: Json | null
+}
+
+export interface FailInput {
+  error: string | Error
+  /** Retry with backoff while attempts are left (default true). */
+  retryable?: boolean
+}
+
+export interface ListFilter {
+  status?: TaskStatus
+  assignee?: string
+  tenant?: string
+  /** 1..10,000 (default 100). */
+  limit?: number
+  /** Paging: only tasks created after this task id. */
+  after?: string
+}
+
+export interface Run {
+  id: string
+  taskId: string
+  worker: string
+  attempt: number
+  startedAt: number
+  leaseExpiresAt: number
+  endedAt: number | null
+  outcome: RunOutcome | null
+  error: string | null
+  summary: string | null
+  result: Json | null
+  metadata: Json | null
+}
+
+/** One journal row: an accepted event of one actor, in global commit order. */
+export interface JournalEntry {
+  /** Global, strictly increasing commit order. */
+  seq: number
+  actorId: string
+  kind: string
+  eventType: string
+  /** The event as the machine received it (without the facts read for its guards). */
+  event: Record<string, unknown>
+  stateBefore: string | null
+  stateAfter: string
+  runId: string | null
+  actorVersion: number
+  /** Milliseconds since the epoch. */
+  at: number
+}
+
+export interface EventsQuery {
+  /** Only this actor's entries. */
+  taskId?: string
+  /** Only entries with `seq` greater than this. */
+  after?: number
+  /** 1..10,000 (default 1,000). */
+  limit?: number
+}
+
+export interface SubscribeOptions {
+  /** Deliver entries after this seq first (default: only entries committed from now on). */
+  after?: number
+  taskId?: string
+}
+
+export type Unsubscribe = () => void
+
+export interface TaskBoard {
+  create(input: CreateTaskInput): Promise<Task>
+  link(parentId: string, childId: string): Promise<Task>
+  unlink(parentId: string, childId: string): Promise<Task>
+  /** Claim one task. `null` means it is not claimable now (taken, gated, not ready). */
+  claim(taskId: string, options: ClaimOptions): Promise<Claim | null>
+  /** Claim the highest-priority, oldest ready task that matches. `null` when there is none. */
+  claimNext(options: ClaimNextOptions): Promise<Claim | null>
+  /** Extend the lease. A stale claim gets LEASE_LOST. */
+  heartbeat(claim: Claim, options?: { leaseMs?: number }): Promise<Claim>
+  complete(claim: Claim, input?: CompleteInput): Promise<Task>
+  fail(claim: Claim, input: FailInput): Promise<Task>
+  block(taskId: string, input: { reason: string }): Promise<Task>
+  unblock(taskId: string): Promise<Task>
+  cancel(taskId: string, input?: { reason?: string | null }): Promise<Task>
+  /** Give a `failed` task a fresh set of attempts; children blocked by it proceed again. */
+  retry(taskId: string): Promise<Task>
+  archive(taskId: string): Promise<Task>
+  get(taskId: string): Promise<Task | null>
+  list(filter?: ListFilter): Promise<Task[]>
+  /** Ids of the tasks that depend on this one. */
+  children(taskId: string): Promise<string[]>
+  events(query?: EventsQuery): Promise<JournalEntry[]>
+  runs(taskId: string): Promise<Run[]>
+  /**
+   * Call `listener` with every journal entry as it commits, from this process or any
+   * other process using the same file, in `seq` order.
+   */
+  subscribe(listener: (entry: JournalEntry) => void, options?: SubscribeOptions): Unsubscribe
+}
+
+export interface TaskDefaults {
+  leaseMs: number
+  maxAttempts: number
+  /** First retry delay; doubles per failed attempt, with jitter. */
+  backoffBaseMs: number
+  backoffMaxMs: number
+}
+
+export interface OrchestratorOptions {
+  /** SQLite file (default ./lockstep.db), or ':memory:'. */
+  path?: string
+  /** See README: NORMAL (default) survives process crashes, FULL also power loss. */
+  synchronous?: 'OFF' | 'NORMAL' | 'FULL' | 'EXTRA'
+  /** SQLite busy_timeout for the write lock, per attempt (default 2,000 ms). */
+  busyTimeoutMs?: number
+  /** Total time lockstep keeps retrying a busy write before STORE_BUSY (default 60,000 ms). */
+  busyRetryMs?: number
+  /** How often to look for commits and due timers of other processes (default 50 ms). */
+  pollMs?: number
+  defaults?: Partial<TaskDefaults>
+  /** Largest accepted payload/result/metadata, as JSON bytes (default 1 MiB). */
+  maxPayloadBytes?: number
+  /** Clock, milliseconds since the epoch. For tests. */
+  now?: () => number
+  /** Errors of background loops (timers, subscriptions). Default: console.error. */
+  onError?: (error: unknown) => void
+  /** Deliver durable timers (leases, retries) from this orchestrator (default true). */
+  runTimers?: boolean
+}
+
+export interface Orchestrator {
+  readonly path: string
+  readonly tasks: TaskBoard
+  /** Deliver due timers now instead of waiting for the loop (tests, scripts). */
+  runDueTimers(): Promise<number>
+  /** Stop background loops and close the database. Idempotent. */
+  close(): Promise<void>
+}
