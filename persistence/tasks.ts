@@ -113,9 +113,9 @@ export class TaskQueries {
       // Is `ancestor` reachable from `task` by walking parent links upward?
       isAncestor: db.prepare(
         `WITH RECURSIVE up(id) AS (
-           SELECT parent_id FROM task_links WHERE child_id = ?1
+           SELECT parent_id FROM task_links WHERE child_id = @task
            UNION SELECT l.parent_id FROM task_links l JOIN up ON l.child_id = up.id
-         ) SELECT 1 FROM up WHERE id = ?2 LIMIT 1`,
+         ) SELECT 1 FROM up WHERE id = @ancestor LIMIT 1`,
       ),
       openRun: db.prepare(
         `INSERT INTO runs (id, task_id, worker, attempt, started_at, lease_expires_at) VALUES (?, ?, ?, ?, ?, ?)`,
@@ -160,7 +160,7 @@ export class TaskQueries {
 
   /** Would `parentId -> childId` close a cycle? (Also true for a self-link.) */
   wouldCycle(parentId: string, childId: string): boolean {
-    return parentId === childId || this.s.isAncestor.get(parentId, childId) !== undefined
+    return parentId === childId || this.s.isAncestor.get({ task: parentId, ancestor: childId }) !== undefined
   }
 
   childIds(parentId: string): string[] {

@@ -1,0 +1,81 @@
+/**
+ * A bench worker process (forked by cluster.ts). Runs one job against one board,
+ * lockstep or baseline, through the same loop, and reports to the parent.
+ * See protocol.ts for the conversation.
+ */
+import { rmSync } from 'node:fs'
+import { openBoard, type BenchBoard } from './boards.js'
+import type { BoardSpec, ChildMessage, Job, JobResult, ParentMessage } from './protocol.js'
+import { now, timed } from './stats.js'
+
+function send(message: ChildMessage): Promise<void> {
+  return new Promise((resolve, reject) => process.send!(message, undefined, {}, (error) => (error ? reject(error) : resolve())))
+}
+
+function startBarrier(): Promise<void> {
+  return new Promise((resolve) => {
+    const onMessage = (message: ParentMessage) => {
+      if (message.type !== 'go') return
+      process.off('message', onMessage)
+      resolve()
+    }
+    process.on('message', onMessage)
+  })
+}
+
+async function createTasks(board: BenchBoard, count: number): Promise<JobResult> {
+  const create: number[] = []
+  const start = now()
+  for (let i = 0; i < count; i++) await timed(create, () => board.create(`task ${i}`))
+  return { ops: count, elapsedMs: now() - start, latencies: { create } }
+}
+
+async function runCycles(board: BenchBoard, worker: string): Promise<JobResult> {
+  const claim: number[] = []
+  const complete: number[] = []
+  const start = now()
+  let cycles = 0
+  for (;;) {
+    const held = await timed(claim, () => board.claimNext(worker))
+    if (held === null) break
+    await timed(complete, () => board.complete(held))
+    cycles++
+  }
+  const elapsedMs = now() - start
+  // The last call found nothing to claim: a different (cheaper) query, not a claim.
+  claim.pop()
+  return { ops: cycles, elapsedMs, latencies: { claim, complete } }
+}
+
+/**
+ * Run the job's code paths on a private scratch file first, so the timed loop measures
+ * steady state rather than V8 compiling XState (lockstep) or the statements (baseline).
+ */
+async function warmUp(spec: BoardSpec, tasks: number): Promise<void> {
+  if (tasks <= 0) return
+  const path = `${spec.path}.warmup-${process.pid}`
+  const board = await openBoard({ ...spec, path })
+  await createTasks(board, tasks)
+  await runCycles(board, 'warmup')
+  await board.close()
+  for (const suffix of ['', '-wal', '-shm']) rmSync(path + suffix, { force: true })
+}
+
+async function main(): Promise<void> {
+  const job = JSON.parse(process.argv[2]!) as Job
+  await warmUp(job.board, job.warmup)
+  const board = await openBoard(job.board)
+  const go = startBarrier()
+  await send({ type: 'ready' })
+  await go
+  const result = job.mode === 'create' ? await createTasks(board, job.count) : await runCycles(board, job.worker)
+  await send({ type: 'finished' })
+  await send({ type: 'result', result })
+  await board.close()
+  process.disconnect()
+}
+
+main().catch(async (error: unknown) => {
+  await send({ type: 'error', message: error instanceof Error ? (error.stack ?? error.message) : String(error) }).catch(() => {})
+  process.exit(1)
+})
