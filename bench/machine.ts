@@ -1,0 +1,46 @@
+/** The facts a reader needs to compare bench results across machines. */
+import { readFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { arch, cpus, platform, release, tmpdir } from 'node:os'
+import Database from 'better-sqlite3'
+
+export interface MachineFacts {
+  node: string
+  os: string
+  cpuCount: number
+  cpuModel: string
+  betterSqlite3: string
+  sqlite: string
+  xstate: string
+  tmpdir: string
+}
+
+const require = createRequire(import.meta.url)
+
+function packageVersion(name: string): string {
+  const manifest = JSON.parse(readFileSync(require.resolve(`${name}/package.json`), 'utf8')) as { version: string }
+  return manifest.version
+}
+
+function sqliteVersion(): string {
+  const db = new Database(':memory:')
+  try {
+    return db.prepare('SELECT sqlite_version()').pluck().get() as string
+  } finally {
+    db.close()
+  }
+}
+
+export function machineFacts(): MachineFacts {
+  const cores = cpus()
+  return {
+    node: process.version,
+    os: `${platform()} ${arch()} ${release()}`,
+    cpuCount: cores.length,
+    cpuModel: cores[0]?.model.trim() ?? 'unknown',
+    betterSqlite3: packageVersion('better-sqlite3'),
+    sqlite: sqliteVersion(),
+    xstate: packageVersion('xstate'),
+    tmpdir: tmpdir(),
+  }
+}

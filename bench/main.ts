@@ -1,0 +1,183 @@
+/**
+ * `npm run bench`: lockstep against a hand-written better-sqlite3 baseline doing the
+ * same work, in the same run, on the same machine.
+ *
+ *   node dist/bench/main.js [--quick] [--full] [--reps N] [--profile]
+ *   LOCKSTEP_BENCH_TASKS=5000 npm run bench
+ *
+ * --quick    300 tasks, 1 repetition (a smoke run)
+ * --full     also run every scenario with synchronous=FULL
+ * --profile  write a V8 CPU profile of every claim→complete worker to .bench/profiles/
+ *
+ * Prints a table per synchronous mode and writes the same figures to .bench/results.json.
+ */
+import { resolve } from 'node:path'
+import { parseArgs } from 'node:util'
+import { machineFacts, type MachineFacts } from './machine.js'
+import type { Implementation, Synchronous } from './protocol.js'
+import { renderSection, row, writeJson, type Row, type Section } from './report.js'
+import { measureCreate, measureCycles, type CreateSample, type CycleSample, type ScenarioConfig } from './scenarios.js'
+import { median, summarize, type LatencySummary } from './stats.js'
+
+const PROCESS_COUNTS = [1, 4] as const
+const IMPLEMENTATIONS: readonly Implementation[] = ['lockstep', 'baseline']
+/** The design target (DESIGN.md): lockstep at least half the hand-written cycle rate. */
+const TARGET_RATIO = 0.5
+const RESULTS_PATH = resolve('.bench/results.json')
+
+interface BenchOptions {
+  tasks: number
+  repetitions: number
+  warmup: number
+  modes: Synchronous[]
+  busyTimeoutMs: number
+  timeoutMs: number
+  profileDir?: string
+}
+
+function parseOptions(): BenchOptions {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false },
+      full: { type: 'boolean', default: false },
+      profile: { type: 'boolean', default: false },
+      reps: { type: 'string' },
+    },
+  })
+  const envTasks = process.env.LOCKSTEP_BENCH_TASKS
+  return {
+    tasks: envTasks ? positiveInt(envTasks, 'LOCKSTEP_BENCH_TASKS') : values.quick ? 300 : 2000,
+    repetitions: values.reps ? positiveInt(values.reps, '--reps') : values.quick ? 1 : 3,
+    warmup: values.quick ? 50 : 200,
+    modes: values.full ? ['NORMAL', 'FULL'] : ['NORMAL'],
+    // Far above any transaction here; it only matters under 4-process contention, and
+    // both sides get the same value.
+    busyTimeoutMs: 5000,
+    timeoutMs: 300_000,
+    profileDir: values.profile ? resolve('.bench/profiles') : undefined,
+  }
+}
+
+function positiveInt(text: string, name: string): number {
+  const n = Number(text)
+  if (!Number.isInteger(n) || n < 1) throw new Error(`${name} must be a positive integer, got ${JSON.stringify(text)}`)
+  return n
+}
+
+const progress = (line: string) => process.stderr.write(`  ${line}\n`)
+
+interface ModeSamples {
+  create: Record<Implementation, CreateSample[]>
+  cycles: Map<number, Record<Implementation, CycleSample[]>>
+}
+
+async function runMode(synchronous: Synchronous, options: BenchOptions): Promise<ModeSamples> {
+  const config: ScenarioConfig = { ...options, synchronous }
+  const samples: ModeSamples = {
+    create: { lockstep: [], baseline: [] },
+    cycles: new Map(PROCESS_COUNTS.map((p) => [p, { lockstep: [], baseline: [] }])),
+  }
+  for (let rep = 0; rep < options.repetitions; rep++) {
+    // Alternate who goes first, so a machine that warms up or throttles favours neither.
+    const order = rep % 2 === 0 ? IMPLEMENTATIONS : [...IMPLEMENTATIONS].reverse()
+    const tag = `[${synchronous} ${rep + 1}/${options.repetitions}]`
+    for (const impl of order) {
+      const sample = await measureCreate(impl, config)
+      samples.create[impl].push(sample)
+      progress(`${tag} create ${impl}: ${Math.round(sample.rate)} tasks/s`)
+    }
+    for (const processes of PROCESS_COUNTS) {
+      for (const impl of order) {
+        const sample = await measureCycles(impl, processes, config, `${synchronous}-p${processes}-r${rep + 1}`)
+        samples.cycles.get(processes)![impl].push(sample)
+        progress(`${tag} claim→complete ${impl} x${processes}: ${Math.round(sample.rate)} cycles/s`)
+      }
+    }
+  }
+  return samples
+}
+
+const plural = (n: number) => (n === 1 ? '1 process' : `${n} processes`)
+
+/** Rates: the median repetition, with every repetition kept. */
+function rateCell(rates: number[]) {
+  return { value: median(rates), repetitions: rates }
+}
+
+/** Latencies: every sample of every process and repetition, pooled. */
+function latencies(samples: CycleSample[], op: 'claim' | 'complete'): LatencySummary {
+  return summarize(samples.flatMap((s) => s[op]))
+}
+
+function buildSection(synchronous: Synchronous, samples: ModeSamples): Section {
+  const both = <T>(pick: (impl: Implementation) => T) => [pick('lockstep'), pick('baseline')] as const
+  const rows: Row[] = [
+    row('create', 'create', 'tasks/s', ...both((impl) => rateCell(samples.create[impl].map((s) => s.rate)))),
+  ]
+  for (const [processes, bySide] of samples.cycles) {
+    rows.push(row(`cycles_${processes}p`, `claim→complete, ${plural(processes)}`, 'cycles/s', ...both((impl) => rateCell(bySide[impl].map((s) => s.rate)))))
+  }
+  for (const [processes, bySide] of samples.cycles) {
+    for (const p of ['p50', 'p99'] as const) {
+      rows.push(row(`claim_${p}_${processes}p`, `claim ${p}, ${plural(processes)}`, 'ms', ...both((impl) => ({ value: latencies(bySide[impl], 'claim')[p] }))))
+    }
+  }
+  const details: Record<string, unknown> = { createLatency: {}, cycles: {} }
+  for (const impl of IMPLEMENTATIONS) {
+    ;(details.createLatency as Record<string, unknown>)[impl] = summarize(samples.create[impl].flatMap((s) => s.create))
+  }
+  for (const [processes, bySide] of samples.cycles) {
+    ;(details.cycles as Record<string, unknown>)[`${processes}p`] = Object.fromEntries(
+      IMPLEMENTATIONS.map((impl) => [
+        impl,
+        {
+          claimLatency: latencies(bySide[impl], 'claim'),
+          completeLatency: latencies(bySide[impl], 'complete'),
+          wallMs: bySide[impl].map((s) => s.wallMs),
+          cyclesPerProcess: bySide[impl].map((s) => s.cyclesPerProcess),
+          fileCounts: bySide[impl][0]?.counts,
+        },
+      ]),
+    )
+  }
+  return { synchronous, rows, details }
+}
+
+function targetLine(section: Section): string {
+  const verdicts = section.rows
+    .filter((r) => r.unit === 'cycles/s')
+    .map((r) => `${r.label.replace('claim→complete, ', '')} ${r.ratio.toFixed(2)}x ${r.ratio >= TARGET_RATIO ? 'met' : 'MISSED'}`)
+  return `design target lockstep >= ${TARGET_RATIO}x baseline on claim→complete: ${verdicts.join(', ')}`
+}
+
+function header(machine: MachineFacts, options: BenchOptions): string {
+  return [
+    'lockstep bench: lockstep vs hand-written better-sqlite3 baseline (same work, same run)',
+    `  node ${machine.node} | ${machine.os} | ${machine.cpuCount} CPUs (${machine.cpuModel})`,
+    `  better-sqlite3 ${machine.betterSqlite3} | SQLite ${machine.sqlite} | xstate ${machine.xstate}`,
+    `  ${options.tasks} tasks per scenario | ${options.repetitions} repetition(s) | warm-up ${options.warmup} tasks per process`,
+    `  WAL | busy_timeout ${options.busyTimeoutMs} ms | synchronous passed explicitly to both sides | files in ${machine.tmpdir}`,
+    '  rates: median over repetitions (min-max); latencies: nearest-rank over all samples pooled',
+  ].join('\n')
+}
+
+async function main(): Promise<void> {
+  const options = parseOptions()
+  const machine = machineFacts()
+  console.log(header(machine, options))
+  const sections: Section[] = []
+  for (const synchronous of options.modes) {
+    const section = buildSection(synchronous, await runMode(synchronous, options))
+    sections.push(section)
+    console.log(`\nsynchronous=${synchronous}`)
+    console.log(renderSection(section))
+    console.log(targetLine(section))
+  }
+  writeJson(RESULTS_PATH, { generatedAt: new Date().toISOString(), machine, options, targetRatio: TARGET_RATIO, sections })
+  console.log(`\nwrote ${RESULTS_PATH}${options.profileDir ? `; CPU profiles in ${options.profileDir}` : ''}`)
+}
+
+main().catch((error: unknown) => {
+  console.error(error)
+  process.exitCode = 1
+})

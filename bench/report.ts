@@ -1,0 +1,69 @@
+/** The printed table and the JSON file: the same rows, two renderings. */
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { dirname } from 'node:path'
+
+export interface Cell {
+  /** The reported figure: median over repetitions (rates) or over pooled samples (latencies). */
+  value: number
+  /** Per-repetition values, for rates: the spread shows how noisy the machine was. */
+  repetitions?: number[]
+}
+
+export interface Row {
+  id: string
+  label: string
+  unit: 'tasks/s' | 'cycles/s' | 'ms'
+  /** Which direction is good; the ratio is always lockstep / baseline. */
+  better: 'higher' | 'lower'
+  lockstep: Cell
+  baseline: Cell
+  ratio: number
+}
+
+export interface Section {
+  synchronous: string
+  rows: Row[]
+  /** Extra figures for the JSON only (complete latencies, file row counts, ...). */
+  details: Record<string, unknown>
+}
+
+export function row(id: string, label: string, unit: Row['unit'], lockstep: Cell, baseline: Cell): Row {
+  return { id, label, unit, better: unit === 'ms' ? 'lower' : 'higher', lockstep, baseline, ratio: lockstep.value / baseline.value }
+}
+
+const integer = new Intl.NumberFormat('en-US', { maximumFractionDigits: 0 })
+
+function formatValue(value: number, unit: Row['unit']): string {
+  if (!Number.isFinite(value)) return 'n/a'
+  return unit === 'ms' ? value.toFixed(3) : integer.format(value)
+}
+
+function formatCell(cell: Cell, unit: Row['unit']): string {
+  const value = formatValue(cell.value, unit)
+  const reps = cell.repetitions
+  if (!reps || reps.length < 2) return value
+  return `${value} (${formatValue(Math.min(...reps), unit)}-${formatValue(Math.max(...reps), unit)})`
+}
+
+/** Fixed-width text table; the first column left-aligned, the figures right-aligned. */
+export function renderTable(header: string[], body: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((r) => r[i]!.length)))
+  const line = (cells: string[]) =>
+    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('   ')
+  return [line(header), widths.map((w) => '-'.repeat(w)).join('   '), ...body.map(line)].join('\n')
+}
+
+export function renderSection(section: Section): string {
+  const body = section.rows.map((r) => [
+    `${r.label} (${r.unit})`,
+    formatCell(r.lockstep, r.unit),
+    formatCell(r.baseline, r.unit),
+    `${r.ratio.toFixed(2)}x`,
+  ])
+  return renderTable(['scenario', 'lockstep', 'baseline', 'lockstep/baseline'], body)
+}
+
+export function writeJson(path: string, data: unknown): void {
+  mkdirSync(dirname(path), { recursive: true })
+  writeFileSync(path, `${JSON.stringify(data, null, 2)}\n`)
+}

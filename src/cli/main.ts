@@ -1,0 +1,613 @@
+#!/usr/bin/env node
+/**
+ * The `lockstep` command-line interface: a thin shell over the TaskBoard API.
+ *
+ * Every command is one row of COMMANDS: its flags (which also generate the usage
+ * text and the parser configuration) and a `run` function. The runner resolves the
+ * command, parses strictly, opens the orchestrator, runs the command and closes the
+ * orchestrator on every path. Output and exit codes follow one rule, documented in
+ * OUTPUT_RULES below.
+ */
+import { existsSync } from 'node:fs'
+import { resolve } from 'node:path'
+import { parseArgs } from 'node:util'
+import { createOrchestrator, InvalidInputError, LockstepError, TaskNotFoundError } from '../index.js'
+import type { Claim, Json, JournalEntry, Orchestrator, Run, Task, TaskBoard, TaskStatus } from '../index.js'
+
+// ---- command table ----
+
+interface Flag {
+  type: 'string' | 'boolean'
+  /** Placeholder for the value in usage text (string flags). */
+  arg?: string
+  required?: boolean
+  multiple?: boolean
+  short?: string
+  help: string
+}
+
+type Values = Record<string, string | boolean | string[] | undefined>
+
+interface Context {
+  tasks: TaskBoard
+  orch: Orchestrator
+  values: Values
+  /** The command's positional arguments, in the order of `Command.args`. */
+  args: string[]
+  /** One output record: JSON (one line) with --json, else `text`. */
+  emit(value: unknown, text: string): void
+}
+
+interface Command {
+  name: string
+  summary: string
+  /** Positional arguments: `ID` is required, `[ID]` optional. */
+  args?: string[]
+  flags?: Record<string, Flag>
+  /** Only `init` may create a missing database file; the others refuse, so a mistyped --db fails loudly. */
+  createsDb?: boolean
+  run(ctx: Context): Promise<void>
+}
+
+const GLOBAL_FLAGS: Record<string, Flag> = {
+  db: { type: 'string', arg: 'PATH', help: 'SQLite file (default ./lockstep.db)' },
+  json: { type: 'boolean', help: 'machine-readable output (see below)' },
+  help: { type: 'boolean', short: 'h', help: 'show usage' },
+}
+
+const FENCE_FLAGS: Record<string, Flag> = {
+  run: { type: 'string', arg: 'RUN', required: true, help: 'run id from the claim' },
+  token: { type: 'string', arg: 'TOKEN', required: true, help: 'fencing token from the claim' },
+  worker: { type: 'string', arg: 'W', help: "worker name recorded with the claim (default 'cli'; not checked)" },
+}
+
+const COMMANDS: Command[] = [
+  {
+    name: 'init',
+    summary: 'create or migrate the database file and print its path',
+    createsDb: true,
+    async run(ctx) {
+      ctx.emit({ path: ctx.orch.path }, ctx.orch.path)
+    },
+  },
+  {
+    name: 'task create',
+    summary: 'create a task',
+    flags: {
+      title: { type: 'string', arg: 'T', required: true, help: 'title' },
+      body: { type: 'string', arg: 'B', help: 'free text' },
+      assignee: { type: 'string', arg: 'A', help: 'only claimable with --assignee A (claim without ID)' },
+      tenant: { type: 'string', arg: 'X', help: 'only claimable with --tenant X (claim without ID)' },
+      priority: { type: 'string', arg: 'N', help: 'higher is claimed first (default 0)' },
+      parent: { type: 'string', arg: 'ID', multiple: true, help: 'a task that must be done first (repeatable)' },
+      payload: { type: 'string', arg: 'JSON', help: 'any JSON value' },
+      'idempotency-key': { type: 'string', arg: 'K', help: 'a second create with this key returns the first task' },
+      'max-attempts': { type: 'string', arg: 'N', help: 'claims allowed before the task stays failed (default 3)' },
+    },
+    async run({ tasks, values, emit }) {
+      const task = await tasks.create({
+        title: text(values, 'title')!,
+        body: text(values, 'body'),
+        assignee: text(values, 'assignee'),
+        tenant: text(values, 'tenant'),
+        priority: integer(values, 'priority'),
+        parents: list(values, 'parent'),
+        payload: json(values, 'payload'),
+        idempotencyKey: text(values, 'idempotency-key'),
+        maxAttempts: integer(values, 'max-attempts'),
+      })
+      emit(task, taskLine(task))
+    },
+  },
+  {
+    name: 'task list',
+    summary: 'list tasks in creation order',
+    flags: {
+      status: { type: 'string', arg: 'S', help: 'todo, ready, running, blocked, done, failed, cancelled or archived' },
+      assignee: { type: 'string', arg: 'A', help: 'only this assignee' },
+      tenant: { type: 'string', arg: 'X', help: 'only this tenant' },
+      limit: { type: 'string', arg: 'N', help: '1..10000 (default 100)' },
+    },
+    async run({ tasks, values, emit }) {
+      const found = await tasks.list({
+        status: text(values, 'status') as TaskStatus | undefined,
+        assignee: text(values, 'assignee'),
+        tenant: text(values, 'tenant'),
+        limit: integer(values, 'limit'),
+      })
+      emit(found, found.length === 0 ? 'no tasks' : found.map(taskLine).join('\n'))
+    },
+  },
+  {
+    name: 'task show',
+    summary: 'show a task, its runs and its journal entries',
+    args: ['ID'],
+    async run({ tasks, args: [id], emit }) {
+      const task = await tasks.get(id!)
+      if (!task) throw new TaskNotFoundError(id!)
+      const [runs, events] = [await tasks.runs(task.id), await allEvents(tasks, task.id)]
+      emit({ task, runs, events }, [taskDetails(task), 'runs:', ...indent(runs.map(runLine)), 'events:', ...indent(events.map(eventLine))].join('\n'))
+    },
+  },
+  {
+    name: 'task link',
+    summary: 'make CHILD depend on PARENT (refused if it would close a cycle)',
+    args: ['PARENT', 'CHILD'],
+    async run({ tasks, args: [parent, child], emit }) {
+      const task = await tasks.link(parent!, child!)
+      emit(task, taskLine(task))
+    },
+  },
+  {
+    name: 'task claim',
+    summary: 'claim task ID, or the next ready task; prints the claim, or "nothing to claim" (JSON null)',
+    args: ['[ID]'],
+    flags: {
+      worker: { type: 'string', arg: 'W', required: true, help: 'who claims' },
+      assignee: { type: 'string', arg: 'A', help: 'without ID: only tasks for this assignee' },
+      tenant: { type: 'string', arg: 'X', help: 'without ID: only tasks of this tenant' },
+      'lease-ms': { type: 'string', arg: 'N', help: 'lease length (default 30000)' },
+    },
+    async run({ tasks, values, args: [id], emit }) {
+      if (id !== undefined && (values.assignee !== undefined || values.tenant !== undefined)) {
+        throw new UsageError('--assignee and --tenant only apply without ID', 'task claim')
+      }
+      const options = { worker: text(values, 'worker')!, leaseMs: integer(values, 'lease-ms') }
+      const claim =
+        id === undefined
+          ? await tasks.claimNext({ ...options, assignee: text(values, 'assignee'), tenant: text(values, 'tenant') })
+          : await tasks.claim(id, options)
+      emit(claim, claim ? claimLine(claim) : 'nothing to claim')
+    },
+  },
+  {
+    name: 'task complete',
+    summary: 'complete a claimed task',
+    args: ['ID'],
+    flags: {
+      ...FENCE_FLAGS,
+      result: { type: 'string', arg: 'JSON', help: 'any JSON value' },
+      summary: { type: 'string', arg: 'S', help: 'free text' },
+    },
+    async run(ctx) {
+      const input = { result: json(ctx.values, 'result'), summary: text(ctx.values, 'summary') }
+      const task = await ctx.tasks.complete(claimOf(ctx), input)
+      ctx.emit(task, taskLine(task))
+    },
+  },
+  {
+    name: 'task fail',
+    summary: 'fail a claimed task; it is retried with backoff while attempts are left',
+    args: ['ID'],
+    flags: {
+      ...FENCE_FLAGS,
+      error: { type: 'string', arg: 'MSG', required: true, help: 'what went wrong' },
+      'no-retry': { type: 'boolean', help: 'fail for good, even with attempts left' },
+    },
+    async run(ctx) {
+      const input = { error: text(ctx.values, 'error')!, retryable: ctx.values['no-retry'] !== true }
+      const task = await ctx.tasks.fail(claimOf(ctx), input)
+      ctx.emit(task, taskLine(task))
+    },
+  },
+  {
+    name: 'task cancel',
+    summary: 'cancel a task (its children become blocked)',
+    args: ['ID'],
+    flags: { reason: { type: 'string', arg: 'R', help: 'recorded in the journal' } },
+    async run({ tasks, values, args: [id], emit }) {
+      const task = await tasks.cancel(id!, { reason: text(values, 'reason') })
+      emit(task, taskLine(task))
+    },
+  },
+  {
+    name: 'events',
+    summary: 'print journal entries, one per line (NDJSON with --json)',
+    flags: {
+      task: { type: 'string', arg: 'ID', help: "only this task's entries" },
+      after: { type: 'string', arg: 'SEQ', help: 'only entries after this seq' },
+      limit: { type: 'string', arg: 'N', help: '1..10000 (default 1000); not with --follow' },
+      follow: { type: 'boolean', help: 'print every entry after SEQ, then keep tailing until SIGINT/SIGTERM' },
+      'until-idle': { type: 'string', arg: 'MS', help: 'with --follow: stop after MS without a new entry' },
+    },
+    async run(ctx) {
+      const { values, tasks } = ctx
+      const query = { taskId: text(values, 'task'), after: integer(values, 'after') }
+      if (values.follow !== true) {
+        if (values['until-idle'] !== undefined) throw new UsageError('--until-idle needs --follow', 'events')
+        for (const entry of await tasks.events({ ...query, limit: integer(values, 'limit') })) emitEntry(ctx, entry)
+        return
+      }
+      if (values.limit !== undefined) throw new UsageError('--limit cannot be combined with --follow', 'events')
+      await follow(ctx, query, integer(values, 'until-idle', 0, 2 ** 31 - 1))
+    },
+  },
+]
+
+const OUTPUT_RULES = `Output:
+  Results go to stdout: human-readable lines, or with --json exactly one JSON
+  document (events: one JSON object per line). Exit codes:
+    0  success, including "nothing to claim" (JSON null)
+    1  lockstep error: "error CODE: message" on stderr; with --json instead
+       {"error":{"code":CODE,"message":...,"details":{...}}} on stdout and
+       nothing on stderr. CODE is a LockstepError code (INVALID_INPUT,
+       DEPENDENCY_CYCLE, LEASE_LOST, ...) or INTERNAL for anything unexpected.
+       Bad input (bad JSON, non-integer numbers, unknown status) is
+       INVALID_INPUT and writes nothing.
+    2  usage error (unknown command or flag, missing argument): message on
+       stderr, whatever the output mode.
+  A value that starts with '-' is fine: a string flag always takes the next
+  argument (--priority -5, --token -abc).`
+
+// ---- the commands' helpers ----
+
+function text(values: Values, name: string): string | undefined {
+  const value = values[name]
+  return typeof value === 'string' ? value : undefined
+}
+
+function list(values: Values, name: string): string[] | undefined {
+  const value = values[name]
+  return Array.isArray(value) ? value : undefined
+}
+
+function integer(values: Values, name: string, min = Number.MIN_SAFE_INTEGER, max = Number.MAX_SAFE_INTEGER): number | undefined {
+  const value = text(values, name)
+  if (value === undefined) return undefined
+  const n = Number(value)
+  if (!/^-?\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min || n > max) {
+    throw new InvalidInputError(`--${name} must be an integer${min > Number.MIN_SAFE_INTEGER ? ` from ${min} to ${max}` : ''}, not ${JSON.stringify(value)}`, {
+      field: name,
+    })
+  }
+  return n
+}
+
+function json(values: Values, name: string): Json | undefined {
+  const value = text(values, name)
+  if (value === undefined) return undefined
+  try {
+    return JSON.parse(value) as Json
+  } catch (error) {
+    throw new InvalidInputError(`--${name} is not valid JSON: ${(error as Error).message}`, { field: name })
+  }
+}
+
+/** The fence only checks run id and token, so the CLI can rebuild a claim from them. */
+function claimOf({ values, args: [taskId] }: Context): Claim {
+  return {
+    taskId: taskId!,
+    runId: text(values, 'run')!,
+    token: text(values, 'token')!,
+    worker: text(values, 'worker') ?? 'cli',
+    leaseExpiresAt: 0,
+    attempt: 0,
+  }
+}
+
+async function allEvents(tasks: TaskBoard, taskId: string): Promise<JournalEntry[]> {
+  const entries: JournalEntry[] = []
+  for (;;) {
+    const page = await tasks.events({ taskId, after: entries.at(-1)?.seq ?? 0, limit: 10_000 })
+    entries.push(...page)
+    if (page.length < 10_000) return entries
+  }
+}
+
+function emitEntry(ctx: Context, entry: JournalEntry): void {
+  ctx.emit(entry, eventLine(entry))
+}
+
+/**
+ * Tail the journal through subscribe(): every entry after `query.after`, then new ones
+ * from any process, until SIGINT/SIGTERM, `idleMs` without an entry, or stdout closing.
+ */
+async function follow(ctx: Context, query: { taskId?: string; after?: number }, idleMs: number | undefined): Promise<void> {
+  await new Promise<void>((done) => {
+    let idle: NodeJS.Timeout | undefined
+    const armIdle = () => {
+      if (idleMs === undefined) return
+      clearTimeout(idle)
+      idle = setTimeout(stop, idleMs)
+    }
+    // Entries arrive asynchronously (never from inside subscribe), so `stop` and the
+    // timers below exist by the time the listener runs; subscribe may throw on bad input.
+    const unsubscribe = ctx.tasks.subscribe(
+      (entry) => {
+        if (output.closed) return stop()
+        emitEntry(ctx, entry)
+        armIdle()
+      },
+      { taskId: query.taskId, after: query.after ?? 0 },
+    )
+    // The feed's poll timer is unref'd: hold the event loop open while following.
+    const keepAlive = setInterval(() => {}, 2 ** 30)
+    function stop() {
+      clearInterval(keepAlive)
+      clearTimeout(idle)
+      unsubscribe()
+      process.off('SIGINT', stop).off('SIGTERM', stop)
+      done()
+    }
+    process.on('SIGINT', stop).on('SIGTERM', stop)
+    armIdle()
+  })
+}
+
+// ---- human-readable formatting ----
+
+const iso = (ms: number | null) => (ms === null ? '-' : new Date(ms).toISOString())
+
+const indent = (lines: string[]) => (lines.length === 0 ? ['  (none)'] : lines.map((line) => `  ${line}`))
+
+/** `key=value` for every pair whose value is set. */
+function pairs(entries: Array<[string, unknown]>): string {
+  return entries
+    .filter(([, value]) => value !== null && value !== undefined && value !== '')
+    .map(([key, value]) => `${key}=${typeof value === 'string' && !/\s/.test(value) ? value : JSON.stringify(value)}`)
+    .join(' ')
+}
+
+function taskLine(t: Task): string {
+  const status = t.state === t.status ? t.status : `${t.status}(${t.state})`
+  const extra = pairs([
+    ['priority', t.priority === 0 ? null : t.priority],
+    ['assignee', t.assignee],
+    ['tenant', t.tenant],
+    ['parents', t.parents.length === 0 ? null : t.parents.join(',')],
+    ['attempts', t.attempts === 0 ? null : `${t.attempts}/${t.maxAttempts}`],
+    ['worker', t.worker],
+    ['retry-at', t.retryAt === null ? null : iso(t.retryAt)],
+    ['blocked', t.blockedReason],
+    ['error', t.lastError],
+  ])
+  return [t.id, status, JSON.stringify(t.title), extra].filter((part) => part !== '').join('  ')
+}
+
+function taskDetails(t: Task): string {
+  const details: Array<[string, unknown]> = [
+    ['body', t.body],
+    ['payload', t.payload === null ? null : JSON.stringify(t.payload)],
+    ['idempotency-key', t.idempotencyKey],
+    ['run', t.runId],
+    ['lease-until', t.leaseExpiresAt === null ? null : iso(t.leaseExpiresAt)],
+    ['result', t.result === null ? null : JSON.stringify(t.result)],
+    ['summary', t.summary],
+    ['created', iso(t.createdAt)],
+    ['updated', iso(t.updatedAt)],
+    ['completed', t.completedAt === null ? null : iso(t.completedAt)],
+  ]
+  const lines = details.filter(([, value]) => value !== null).map(([key, value]) => `  ${key}: ${value}`)
+  return [taskLine(t), ...lines].join('\n')
+}
+
+function runLine(r: Run): string {
+  const extra = pairs([
+    ['worker', r.worker],
+    ['attempt', r.attempt],
+    ['started', iso(r.startedAt)],
+    ['ended', r.endedAt === null ? null : iso(r.endedAt)],
+    ['error', r.error],
+    ['summary', r.summary],
+  ])
+  return `${r.id}  ${r.outcome ?? 'open'}  ${extra}`
+}
+
+function claimLine(c: Claim): string {
+  return `claimed ${c.taskId}  ${pairs([['run', c.runId], ['token', c.token], ['attempt', c.attempt], ['lease-until', iso(c.leaseExpiresAt)]])}`
+}
+
+function eventLine(e: JournalEntry): string {
+  return [e.seq, iso(e.at), e.actorId, e.kind, `${e.stateBefore ?? '(none)'}->${e.stateAfter}`, e.runId ?? '-'].join('  ')
+}
+
+// ---- usage ----
+
+class UsageError extends Error {
+  /** The command, group ('task') or everything ('') whose usage helps the user. */
+  constructor(message: string, readonly topic?: string) {
+    super(message)
+  }
+}
+
+function synopsis(command: Command): string {
+  const args = (command.args ?? []).join(' ')
+  const flags = Object.entries(command.flags ?? {}).map(([name, flag]) => {
+    const usage = `--${name}${flag.arg ? ` ${flag.arg}` : ''}`
+    return flag.required ? usage : `[${usage}]${flag.multiple ? '...' : ''}`
+  })
+  return ['lockstep', command.name, args, ...flags].filter((part) => part !== '').join(' ')
+}
+
+function flagHelp(flags: Record<string, Flag>): string[] {
+  return Object.entries(flags).map(([name, flag]) => {
+    const usage = `${flag.short ? `-${flag.short}, ` : ''}--${name}${flag.arg ? ` ${flag.arg}` : ''}`
+    return `  ${usage.padEnd(24)} ${flag.help}`
+  })
+}
+
+/** Usage for a command, a group of commands ('task'), or everything (''). */
+function usage(topic: string): string {
+  const command = COMMANDS.find((c) => c.name === topic)
+  if (command) {
+    return [
+      `Usage: ${synopsis(command)}`,
+      '',
+      command.summary,
+      '',
+      'Options:',
+      ...flagHelp({ ...command.flags, ...GLOBAL_FLAGS }),
+      '',
+      "Output and exit codes: see 'lockstep --help'.",
+    ].join('\n')
+  }
+  const commands = COMMANDS.filter((c) => topic === '' || c.name.startsWith(`${topic} `))
+  return [
+    `Usage: lockstep ${topic ? `${topic} ` : ''}<command> [options]`,
+    '',
+    'Commands:',
+    ...commands.flatMap((c) => [`  ${synopsis(c)}`, `      ${c.summary}`]),
+    '  lockstep help [COMMAND]',
+    '      show usage (also: --help, -h, after any command)',
+    '',
+    'Global options:',
+    ...flagHelp(GLOBAL_FLAGS),
+    '',
+    OUTPUT_RULES,
+  ].join('\n')
+}
+
+const isGroup = (words: string[]) => words.length > 0 && COMMANDS.some((c) => c.name.startsWith(`${words.join(' ')} `))
+
+// ---- argument parsing ----
+
+type ParseOptions = NonNullable<Parameters<typeof parseArgs>[0]>['options']
+
+function parseConfig(flags: Record<string, Flag>): ParseOptions {
+  return Object.fromEntries(
+    Object.entries(flags).map(([name, f]) => [
+      name,
+      { type: f.type, ...(f.multiple ? { multiple: true } : {}), ...(f.short ? { short: f.short } : {}) },
+    ]),
+  )
+}
+
+/** Every flag of every command: a flag name means the same thing (and type) everywhere. */
+const ALL_FLAGS: Record<string, Flag> = Object.assign({}, GLOBAL_FLAGS, ...COMMANDS.map((c) => c.flags ?? {}))
+
+/**
+ * parseArgs refuses `--token -abc` as ambiguous, but claim tokens are base64url and
+ * may start with '-'. Like getopt, let a string flag take the next argument whatever
+ * it looks like, by rewriting `--flag value` to `--flag=value`.
+ */
+function attachValues(argv: string[]): string[] {
+  const args: string[] = []
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!
+    if (arg === '--') {
+      args.push(...argv.slice(i))
+      break
+    }
+    const flag = arg.startsWith('--') ? ALL_FLAGS[arg.slice(2)] : undefined
+    if (flag?.type === 'string' && i + 1 < argv.length) args.push(`${arg}=${argv[++i]}`)
+    else args.push(arg)
+  }
+  return args
+}
+
+interface Invocation {
+  command: Command
+  values: Values
+  args: string[]
+}
+
+/** Resolve and strictly parse; returns a usage topic to print when help was asked for. */
+function parseInvocation(argv: string[]): Invocation | { help: string } {
+  const args = attachValues(argv)
+  // First pass: find the command words among the positionals, wherever the flags are.
+  const loose = parseArgs({ args, options: parseConfig(ALL_FLAGS), strict: false, allowPositionals: true })
+  let words = loose.positionals
+  let help = loose.values.help === true
+  if (words[0] === 'help') {
+    words = words.slice(1)
+    help = true
+  }
+  const command = COMMANDS.find((c) => c.name.split(' ').every((word, i) => words[i] === word))
+  if (!command) {
+    const topic = words.join(' ')
+    if (words.length === 0 || isGroup(words)) {
+      if (help) return { help: topic }
+      throw new UsageError(words.length === 0 ? 'missing command' : `missing ${topic} command`, topic)
+    }
+    throw new UsageError(`unknown command: ${topic}`)
+  }
+  if (help) return { help: command.name }
+
+  let parsed
+  try {
+    parsed = parseArgs({ args, options: parseConfig({ ...GLOBAL_FLAGS, ...command.flags }), strict: true, allowPositionals: true })
+  } catch (error) {
+    if (String((error as { code?: unknown }).code).startsWith('ERR_PARSE_ARGS')) {
+      // Keep the first sentence: the rest of Node's message talks about positionals.
+      throw new UsageError((error as Error).message.split(/\.\s/)[0]!, command.name)
+    }
+    throw error
+  }
+  const values = parsed.values as Values
+  const positionals = parsed.positionals.slice(command.name.split(' ').length)
+  const names = command.args ?? []
+  const min = names.filter((name) => !name.startsWith('[')).length
+  if (positionals.length < min) throw new UsageError(`missing ${names[positionals.length]}`, command.name)
+  if (positionals.length > names.length) throw new UsageError(`unexpected argument: ${positionals[names.length]}`, command.name)
+  for (const [name, flag] of Object.entries(command.flags ?? {})) {
+    if (flag.required && values[name] === undefined) throw new UsageError(`missing --${name}`, command.name)
+  }
+  return { command, values, args: positionals }
+}
+
+// ---- running ----
+
+const output = {
+  /** Set when the reader of stdout went away (`lockstep events --follow | head`). */
+  closed: false,
+  line(line: string) {
+    if (!this.closed) process.stdout.write(`${line}\n`)
+  },
+}
+
+async function execute({ command, values, args }: Invocation): Promise<void> {
+  const path = text(values, 'db') ?? './lockstep.db'
+  if (!command.createsDb && path !== ':memory:' && !existsSync(path)) {
+    throw new InvalidInputError(`no lockstep database at ${resolve(path)}: run 'lockstep init' first, or pass --db`, {
+      field: 'db',
+      path: resolve(path),
+    })
+  }
+  const asJson = values.json === true
+  const orch = await createOrchestrator({ path })
+  try {
+    await command.run({
+      tasks: orch.tasks,
+      orch,
+      values,
+      args,
+      emit: (value, text) => output.line(asJson ? JSON.stringify(value) : text),
+    })
+  } finally {
+    await orch.close()
+  }
+}
+
+/** Run one invocation; resolves with the exit code. */
+async function main(argv: string[]): Promise<number> {
+  let asJson = false
+  try {
+    const invocation = parseInvocation(argv)
+    if ('help' in invocation) {
+      output.line(usage(invocation.help))
+      return 0
+    }
+    asJson = invocation.values.json === true
+    await execute(invocation)
+    return 0
+  } catch (error) {
+    if (error instanceof UsageError) {
+      const command = COMMANDS.find((c) => c.name === error.topic)
+      const help = command ? `Usage: ${synopsis(command)}\n` : error.topic === undefined ? '' : `${usage(error.topic)}\n`
+      process.stderr.write(`lockstep: ${error.message}\n${help}Run 'lockstep --help' for usage.\n`)
+      return 2
+    }
+    const { code, message, details } =
+      error instanceof LockstepError ? error : { code: 'INTERNAL', message: (error as Error)?.message ?? String(error), details: {} }
+    if (asJson) output.line(JSON.stringify({ error: { code, message, details } }))
+    else process.stderr.write(`error ${code}: ${message}\n`)
+    return 1
+  }
+}
+
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code !== 'EPIPE') throw error
+  output.closed = true
+})
+
+process.exitCode = await main(process.argv.slice(2))

@@ -1,0 +1,309 @@
+/** The task board API against a real SQLite file: the behaviour users rely on. */
+import { describe, expect, it } from 'vitest'
+import { createOrchestrator, type JournalEntry } from '../../src/index.js'
+import { open, raw, runProc, tempDbPath, waitFor } from '../helpers.js'
+
+describe('the README example', () => {
+  it('gates the child until its parent completes, then promotes it in the same transaction', async () => {
+    const orch = await open()
+    const research = await orch.tasks.create({ title: 'research', assignee: 'researcher', priority: 5 })
+    const draft = await orch.tasks.create({ title: 'draft', parents: [research.id], payload: { topic: 'x' } })
+    expect(research.status).toBe('ready')
+    expect(draft.status).toBe('todo')
+    expect(draft.parents).toEqual([research.id])
+    expect(draft.payload).toEqual({ topic: 'x' })
+
+    // The child is not claimable while its parent runs.
+    expect(await orch.tasks.claim(draft.id, { worker: 'w2' })).toBeNull()
+    const claim = await orch.tasks.claimNext({ worker: 'w1', assignee: 'researcher' })
+    expect(claim).toMatchObject({ taskId: research.id, worker: 'w1', attempt: 1 })
+    const done = await orch.tasks.complete(claim!, { result: { notes: '...' }, summary: 'found 3 sources' })
+    expect(done).toMatchObject({ status: 'done', result: { notes: '...' }, summary: 'found 3 sources', runId: null })
+    expect((await orch.tasks.get(draft.id))!.status).toBe('ready')
+
+    // Completion and promotion share one transaction: adjacent seqs, same timestamp.
+    const events = await orch.tasks.events()
+    const completed = events.find((e) => e.kind === 'completed')!
+    const promoted = events.find((e) => e.kind === 'promoted')!
+    expect(promoted.seq).toBe(completed.seq + 1)
+    expect(promoted.at).toBe(completed.at)
+    expect(promoted).toMatchObject({ actorId: draft.id, stateBefore: 'todo', stateAfter: 'ready' })
+  })
+})
+
+describe('claims', () => {
+  it('claimNext takes the highest priority, then the oldest, and filters by assignee and tenant', async () => {
+    const orch = await open()
+    const low = await orch.tasks.create({ title: 'low', priority: 1 })
+    const high1 = await orch.tasks.create({ title: 'high1', priority: 9 })
+    const high2 = await orch.tasks.create({ title: 'high2', priority: 9 })
+    const other = await orch.tasks.create({ title: 'for bob', assignee: 'bob', priority: 100 })
+    const tenant = await orch.tasks.create({ title: 'acme', tenant: 'acme', priority: 50 })
+    expect((await orch.tasks.claimNext({ worker: 'w', assignee: 'alice' }))).toBeNull()
+    expect((await orch.tasks.claimNext({ worker: 'w', assignee: 'bob' }))!.taskId).toBe(other.id)
+    expect((await orch.tasks.claimNext({ worker: 'w', tenant: 'acme' }))!.taskId).toBe(tenant.id)
+    const order = []
+    for (let c = await orch.tasks.claimNext({ worker: 'w' }); c; c = await orch.tasks.claimNext({ worker: 'w' })) order.push(c.taskId)
+    expect(order).toEqual([high1.id, high2.id, low.id])
+  })
+
+  it('every claim opens one run; every run is closed exactly once with its outcome', async () => {
+    const orch = await open({ defaults: { backoffBaseMs: 0 } })
+    const t = await orch.tasks.create({ title: 't', maxAttempts: 3 })
+    const c1 = (await orch.tasks.claim(t.id, { worker: 'a' }))!
+    await orch.tasks.fail(c1, { error: new Error('flaky') })
+    await orch.runDueTimers()
+    const c2 = (await orch.tasks.claim(t.id, { worker: 'b' }))!
+    expect(c2.attempt).toBe(2)
+    await orch.tasks.complete(c2)
+    const runs = await orch.tasks.runs(t.id)
+    expect(runs.map((r) => [r.id, r.worker, r.attempt, r.outcome, r.error])).toEqual([
+      [c1.runId, 'a', 1, 'failed', 'flaky'],
+      [c2.runId, 'b', 2, 'completed', null],
+    ])
+    expect(runs.every((r) => r.endedAt !== null)).toBe(true)
+  })
+
+  it('a gated claim returns null and writes nothing', async () => {
+    const orch = await open()
+    const p = await orch.tasks.create({ title: 'p' })
+    const c = await orch.tasks.create({ title: 'c', parents: [p.id] })
+    const before = (await orch.tasks.events()).length
+    expect(await orch.tasks.claim(c.id, { worker: 'w' })).toBeNull()
+    expect((await orch.tasks.events()).length).toBe(before)
+  })
+
+  it('the gate re-reads parents at claim time: a link written behind the machine is refused and demoted (seed 002)', async () => {
+    const path = tempDbPath()
+    const orch = await createOrchestrator({ path })
+    const parent = await orch.tasks.create({ title: 'parent' })
+    const child = await orch.tasks.create({ title: 'child' })
+    expect(child.status).toBe('ready')
+    // What the pre-fix Hermes kernel did: a link row inserted while the child is ready.
+    const Database = (await import('better-sqlite3')).default
+    const w = new Database(path)
+    w.prepare('INSERT INTO task_links (parent_id, child_id, created_at) VALUES (?, ?, ?)').run(parent.id, child.id, Date.now())
+    w.close()
+    expect(await orch.tasks.claim(child.id, { worker: 'w' })).toBeNull()
+    const after = (await orch.tasks.get(child.id))!
+    expect(after.status).toBe('todo')
+    const events = await orch.tasks.events({ taskId: child.id })
+    expect(events.map((e) => e.kind)).toEqual(['created', 'claim_rejected'])
+    expect(await orch.tasks.runs(child.id)).toEqual([])
+    // Completing the parent promotes it as usual.
+    const pc = (await orch.tasks.claim(parent.id, { worker: 'w' }))!
+    await orch.tasks.complete(pc)
+    expect((await orch.tasks.get(child.id))!.status).toBe('ready')
+    await orch.close()
+  })
+})
+
+describe('dependencies', () => {
+  it('linking an unfinished parent demotes a ready child; unlinking promotes it again', async () => {
+    const orch = await open()
+    const p = await orch.tasks.create({ title: 'p' })
+    const c = await orch.tasks.create({ title: 'c' })
+    expect((await orch.tasks.link(p.id, c.id)).status).toBe('todo')
+    expect(await orch.tasks.children(p.id)).toEqual([c.id])
+    expect((await orch.tasks.link(p.id, c.id)).status).toBe('todo') // idempotent
+    const kinds = (await orch.tasks.events({ taskId: c.id })).map((e) => e.kind)
+    expect(kinds).toEqual(['created', 'linked', 'demoted'])
+    expect((await orch.tasks.unlink(p.id, c.id)).status).toBe('ready')
+  })
+
+  it('fan-in: a child waits for all its parents, and only its own parents are looked at', async () => {
+    const orch = await open()
+    const a = await orch.tasks.create({ title: 'a' })
+    const b = await orch.tasks.create({ title: 'b' })
+    const unrelated = await orch.tasks.create({ title: 'unrelated' })
+    const child = await orch.tasks.create({ title: 'child', parents: [a.id, b.id] })
+    await orch.tasks.complete((await orch.tasks.claim(a.id, { worker: 'w' }))!)
+    expect((await orch.tasks.get(child.id))!.status).toBe('todo')
+    await orch.tasks.complete((await orch.tasks.claim(b.id, { worker: 'w' }))!)
+    expect((await orch.tasks.get(child.id))!.status).toBe('ready')
+    const promotedActors = (await orch.tasks.events()).filter((e) => e.kind === 'promoted').map((e) => e.actorId)
+    expect(promotedActors).toEqual([child.id])
+    expect((await orch.tasks.get(unrelated.id))!.updatedAt).toBe(unrelated.updatedAt)
+  })
+
+  it('a failed parent blocks its waiting children with a reason; retrying the parent releases them', async () => {
+    const orch = await open()
+    const p = await orch.tasks.create({ title: 'p', maxAttempts: 1 })
+    const c1 = await orch.tasks.create({ title: 'c1', parents: [p.id] })
+    const c2 = await orch.tasks.create({ title: 'c2', parents: [p.id] })
+    const claim = (await orch.tasks.claim(p.id, { worker: 'w' }))!
+    expect((await orch.tasks.fail(claim, { error: 'no' })).status).toBe('failed')
+    for (const id of [c1.id, c2.id]) {
+      const child = (await orch.tasks.get(id))!
+      expect(child).toMatchObject({ status: 'blocked', blockedBy: p.id, blockedReason: `parent ${p.id} failed` })
+    }
+    // A manual unblock cannot override the failed parent.
+    await expect(orch.tasks.unblock(c1.id)).rejects.toMatchObject({ code: 'INVALID_TRANSITION' })
+    expect((await orch.tasks.retry(p.id)).status).toBe('ready')
+    expect((await orch.tasks.get(c1.id))!.status).toBe('todo')
+    await orch.tasks.complete((await orch.tasks.claim(p.id, { worker: 'w' }))!)
+    expect((await orch.tasks.get(c1.id))!.status).toBe('ready')
+    expect((await orch.tasks.get(c2.id))!.status).toBe('ready')
+  })
+
+  it('a cancelled parent blocks its children; unlinking it lets them proceed', async () => {
+    const orch = await open()
+    const p = await orch.tasks.create({ title: 'p' })
+    const c = await orch.tasks.create({ title: 'c', parents: [p.id] })
+    await orch.tasks.cancel(p.id, { reason: 'not needed' })
+    expect((await orch.tasks.get(c.id))!).toMatchObject({ status: 'blocked', blockedReason: `parent ${p.id} cancelled` })
+    expect((await orch.tasks.unlink(p.id, c.id)).status).toBe('ready')
+  })
+
+  it('a task created under a failed parent starts blocked', async () => {
+    const orch = await open()
+    const p = await orch.tasks.create({ title: 'p' })
+    await orch.tasks.cancel(p.id)
+    expect((await orch.tasks.create({ title: 'c', parents: [p.id] })).status).toBe('blocked')
+  })
+
+  it('refuses to give a running task an unfinished parent', async () => {
+    const orch = await open()
+    const p = await orch.tasks.create({ title: 'p' })
+    const c = await orch.tasks.create({ title: 'c' })
+    await orch.tasks.claim(c.id, { worker: 'w' })
+    await expect(orch.tasks.link(p.id, c.id)).rejects.toMatchObject({ code: 'INVALID_TRANSITION' })
+    expect(await orch.tasks.children(p.id)).toEqual([])
+  })
+})
+
+describe('block, cancel, archive', () => {
+  it('blocks and unblocks through the gate; a running task blocked loses its claim', async () => {
+    const orch = await open()
+    const t = await orch.tasks.create({ title: 't' })
+    const claim = (await orch.tasks.claim(t.id, { worker: 'w' }))!
+    expect((await orch.tasks.block(t.id, { reason: 'needs a human' })).status).toBe('blocked')
+    await expect(orch.tasks.complete(claim)).rejects.toMatchObject({ code: 'LEASE_LOST' })
+    expect((await orch.tasks.runs(t.id))[0]!.outcome).toBe('blocked')
+    expect((await orch.tasks.unblock(t.id)).status).toBe('ready')
+  })
+
+  it('cancel closes the run of a running task; archive only after the end', async () => {
+    const orch = await open()
+    const t = await orch.tasks.create({ title: 't' })
+    await orch.tasks.claim(t.id, { worker: 'w' })
+    await expect(orch.tasks.archive(t.id)).rejects.toMatchObject({ code: 'INVALID_TRANSITION' })
+    expect((await orch.tasks.cancel(t.id, { reason: 'stop' })).status).toBe('cancelled')
+    expect((await orch.tasks.runs(t.id))[0]!.outcome).toBe('cancelled')
+    expect((await orch.tasks.archive(t.id)).status).toBe('archived')
+    expect(await orch.tasks.list({ status: 'archived' })).toHaveLength(1)
+  })
+})
+
+describe('idempotency', () => {
+  it('a second create with the same key returns the first task, even when both race', async () => {
+    const orch = await open()
+    const results = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => orch.tasks.create({ title: `try ${i}`, idempotencyKey: 'k1' })),
+    )
+    expect(new Set(results.map((t) => t.id)).size).toBe(1)
+    expect(await orch.tasks.list()).toHaveLength(1)
+  })
+
+  it('concurrent creates with one key from several processes make one task', async () => {
+    const path = tempDbPath()
+    const seed = await createOrchestrator({ path })
+    await seed.close()
+    const outs = await Promise.all(Array.from({ length: 4 }, () => runProc('idempotent-create.mjs', [path, 'same-key', '25'])))
+    const ids = new Set<string>()
+    for (const out of outs) {
+      expect(out.stderr).toBe('')
+      for (const id of JSON.parse(out.stdout).ids) ids.add(id)
+    }
+    expect(ids.size).toBe(1)
+    const db = raw(path)
+    expect(db.prepare('SELECT COUNT(*) n FROM tasks').get()).toEqual({ n: 1 })
+    expect(db.prepare(`SELECT COUNT(*) n FROM journal WHERE kind = 'created'`).get()).toEqual({ n: 1 })
+  })
+})
+
+describe('reads', () => {
+  it('lists with filters and pages', async () => {
+    const orch = await open()
+    for (let i = 0; i < 5; i++) await orch.tasks.create({ title: `t${i}`, assignee: i % 2 ? 'odd' : 'even', tenant: 'x' })
+    expect((await orch.tasks.list({ assignee: 'odd' })).map((t) => t.title)).toEqual(['t1', 't3'])
+    const page1 = await orch.tasks.list({ limit: 2 })
+    const page2 = await orch.tasks.list({ limit: 2, after: page1[1]!.id })
+    expect([...page1, ...page2].map((t) => t.title)).toEqual(['t0', 't1', 't2', 't3'])
+    expect(await orch.tasks.list({ status: 'running' })).toEqual([])
+    expect(await orch.tasks.get('t_missing')).toBeNull()
+  })
+
+  it('journal entries carry actor, event, states, run id and a millisecond timestamp', async () => {
+    const orch = await open()
+    const before = Date.now()
+    const t = await orch.tasks.create({ title: 't' })
+    const claim = (await orch.tasks.claim(t.id, { worker: 'w' }))!
+    await orch.tasks.heartbeat(claim)
+    await orch.tasks.complete(claim, { summary: 'ok' })
+    const entries = await orch.tasks.events({ taskId: t.id })
+    expect(entries.map((e) => [e.kind, e.stateBefore, e.stateAfter, e.runId])).toEqual([
+      ['created', null, 'ready', null],
+      ['claimed', 'ready', 'running', claim.runId],
+      ['heartbeat', 'running', 'running', claim.runId],
+      ['completed', 'running', 'done', claim.runId],
+    ])
+    for (const e of entries) {
+      expect(e.actorId).toBe(t.id)
+      expect(Number.isInteger(e.at) && e.at >= before && e.at <= Date.now()).toBe(true)
+    }
+    expect(entries[1]!.event).toMatchObject({ type: 'CLAIM', worker: 'w' })
+    // seq is global and strictly increasing; `after` pages.
+    expect((await orch.tasks.events({ after: entries[1]!.seq })).map((e) => e.kind)).toEqual(['heartbeat', 'completed'])
+  })
+})
+
+describe('subscribe', () => {
+  it('delivers entries in seq order, from this process and from other processes', async () => {
+    const path = tempDbPath()
+    const orch = await createOrchestrator({ path, pollMs: 10 })
+    const seen: JournalEntry[] = []
+    const stop = orch.tasks.subscribe((e) => seen.push(e))
+    const local = await orch.tasks.create({ title: 'local' })
+    await waitFor(() => seen.length >= 1)
+    const out = await runProc('create-one.mjs', [path, 'from another process'])
+    expect(out.stderr).toBe('')
+    const remoteId = JSON.parse(out.stdout).id
+    await waitFor(() => seen.some((e) => e.actorId === remoteId))
+    expect(seen.map((e) => e.actorId)).toEqual([local.id, remoteId])
+    expect(seen[1]!.seq).toBeGreaterThan(seen[0]!.seq)
+    stop()
+    await orch.tasks.create({ title: 'after unsubscribe' })
+    await new Promise((r) => setTimeout(r, 50))
+    expect(seen).toHaveLength(2)
+    await orch.close()
+  })
+
+  it('replays from a seq, and can follow one task', async () => {
+    const orch = await open()
+    const a = await orch.tasks.create({ title: 'a' })
+    const b = await orch.tasks.create({ title: 'b' })
+    const seen: string[] = []
+    orch.tasks.subscribe((e) => seen.push(`${e.actorId}:${e.kind}`), { after: 0, taskId: b.id })
+    await orch.tasks.claim(a.id, { worker: 'w' })
+    await orch.tasks.claim(b.id, { worker: 'w' })
+    await waitFor(() => seen.length >= 2)
+    expect(seen).toEqual([`${b.id}:created`, `${b.id}:claimed`])
+  })
+})
+
+describe('restart', () => {
+  it('a new orchestrator on the same file sees everything, and its timers keep working', async () => {
+    const path = tempDbPath()
+    const first = await createOrchestrator({ path })
+    const t = await first.tasks.create({ title: 't' })
+    const claim = (await first.tasks.claim(t.id, { worker: 'w', leaseMs: 100 }))!
+    await first.close()
+    const second = await createOrchestrator({ path, pollMs: 10 })
+    expect((await second.tasks.get(t.id))!.status).toBe('running')
+    // The lease timer row outlived the first process: the second reclaims the task.
+    await waitFor(async () => (await second.tasks.get(t.id))!.status === 'ready')
+    await expect(second.tasks.complete(claim)).rejects.toMatchObject({ code: 'LEASE_LOST' })
+    await second.close()
+  })
+})
