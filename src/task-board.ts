@@ -100,7 +100,19 @@ export class SqliteTaskBoard implements TaskBoard {
         TASK_MACHINE_ID,
         row.id,
         { id: row.id, maxAttempts: row.maxAttempts, backoffBaseMs: this.defaults.backoffBaseMs, backoffMaxMs: this.defaults.backoffMaxMs },
-        { type: 'CREATE', parents },
+        // The whole input goes into the journal: the log alone can rebuild the board.
+        {
+          type: 'CREATE',
+          title: row.title,
+          body: row.body,
+          assignee: row.assignee,
+          tenant: row.tenant,
+          priority: row.priority,
+          payload: row.payload === null ? null : JSON.parse(row.payload),
+          idempotencyKey: row.idempotencyKey,
+          maxAttempts: row.maxAttempts,
+          parents,
+        },
       )
       return row.id
     }).then((id) => this.mustGet(id))

@@ -566,6 +566,10 @@ async function execute({ command, values, args }: Invocation): Promise<void> {
   const asJson = values.json === true
   const orch = await createOrchestrator({ path })
   try {
+    // A CLI process lives too briefly for the timer loop to tick: deliver overdue lease
+    // expiries and retries first, so it acts on the board as a long-lived process would
+    // see it (a task whose backoff ended is claimable, a lapsed lease is lost).
+    await orch.runDueTimers()
     await command.run({
       tasks: orch.tasks,
       orch,

@@ -1,0 +1,91 @@
+/**
+ * `npm start`: a small DAG of tasks worked by a few worker processes on ./lockstep.db,
+ * with progress printed as the journal commits and a summary at the end.
+ *
+ * Every run uses its own tenant, so repeated runs on the same file do not mix.
+ */
+import { fork } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { createOrchestrator, type Task } from '../index.js'
+
+const { values } = parseArgs({
+  options: {
+    db: { type: 'string', default: './lockstep.db' },
+    workers: { type: 'string', default: '3' },
+  },
+})
+const path = values.db!
+const workerCount = Math.max(1, Math.min(16, Number(values.workers) || 3))
+
+const orch = await createOrchestrator({ path, defaults: { backoffBaseMs: 300 } })
+const tenant = `demo-${Date.now().toString(36)}`
+const started = Date.now()
+const elapsed = () => `+${((Date.now() - started) / 1000).toFixed(2)}s`.padStart(8)
+
+// plan -> three research tasks (fan-out) -> draft (fan-in) -> review + fact-check -> publish
+const titles = new Map<string, string>()
+async function task(title: string, parents: Task[] = [], payload: Record<string, unknown> = {}, priority = 0): Promise<Task> {
+  const t = await orch.tasks.create({ title, tenant, parents: parents.map((p) => p.id), payload: { workMs: 300, ...payload }, priority, maxAttempts: 3 })
+  titles.set(t.id, title)
+  console.log(`${elapsed()}  ${'created'.padEnd(15)} ${title} -> ${t.status}`)
+  return t
+}
+
+console.log(`lockstep demo on ${orch.path} (run ${tenant}), ${workerCount} worker processes\n`)
+let lastSeq = 0
+const stop = orch.tasks.subscribe((entry) => {
+  lastSeq = entry.seq
+  const title = titles.get(entry.actorId)
+  if (!title) return // another run's task (or a creation, printed as it returns)
+  if (entry.kind === 'heartbeat') return // counted in the summary, too chatty to print
+  const by = typeof entry.event.worker === 'string' ? ` by ${entry.event.worker}` : ''
+  const detail =
+    entry.kind === 'retry_scheduled' ? ` (${String(entry.event.error)})` : ''
+  console.log(`${elapsed()}  ${entry.kind.padEnd(15)} ${title}${by}${detail}`)
+})
+
+const plan = await task('plan the article', [], {}, 10)
+const research = await Promise.all([
+  task('research: sources', [plan]),
+  task('research: interviews', [plan], { failFirstAttempts: 1 }),
+  task('research: data', [plan], { workMs: 600 }),
+])
+const draft = await task('write the draft', research, { workMs: 500 })
+const review = await task('review', [draft])
+const factCheck = await task('fact-check', [draft], { failFirstAttempts: 1 })
+await task('publish', [review, factCheck], {}, 10)
+
+const workerScript = fileURLToPath(new URL('./worker.js', import.meta.url))
+const workers = Array.from({ length: workerCount }, (_, i) => fork(workerScript, [path, tenant, `worker-${i + 1}`]))
+
+const total = titles.size
+for (;;) {
+  const tasks = await orch.tasks.list({ tenant, limit: 1_000 })
+  if (tasks.every((t) => ['done', 'failed', 'cancelled', 'blocked'].includes(t.status))) break
+  await new Promise((resolve) => setTimeout(resolve, 100))
+}
+for (const w of workers) w.send('stop')
+// Let the feed print the last entries other processes committed before unsubscribing.
+const runJournal = (await Promise.all([...titles.keys()].map((taskId) => orch.tasks.events({ taskId })))).flat()
+const lastOfRun = Math.max(...runJournal.map((e) => e.seq))
+while (lastSeq < lastOfRun) await new Promise((resolve) => setTimeout(resolve, 20))
+await Promise.all(workers.map((w) => new Promise((resolve) => (w.exitCode !== null ? resolve(null) : w.on('exit', resolve)))))
+stop()
+
+const tasks = await orch.tasks.list({ tenant, limit: 1_000 })
+const runs = (await Promise.all(tasks.map((t) => orch.tasks.runs(t.id)))).flat()
+const byWorker = new Map<string, number>()
+for (const run of runs) if (run.outcome === 'completed') byWorker.set(run.worker, (byWorker.get(run.worker) ?? 0) + 1)
+const byOutcome = new Map<string, number>()
+for (const run of runs) byOutcome.set(run.outcome ?? 'open', (byOutcome.get(run.outcome ?? 'open') ?? 0) + 1)
+
+console.log(`\nsummary (${((Date.now() - started) / 1000).toFixed(2)} s)`)
+console.log(`  tasks:   ${tasks.filter((t) => t.status === 'done').length}/${total} done`)
+console.log(`  runs:    ${runs.length} (${[...byOutcome].map(([k, v]) => `${v} ${k}`).join(', ')})`)
+console.log(`  workers: ${[...byWorker].sort().map(([k, v]) => `${k} ${v}`).join(', ')}`)
+const journal = (await Promise.all(tasks.map((t) => orch.tasks.events({ taskId: t.id })))).flat()
+console.log(`  journal: ${journal.length} entries for this run (${journal.filter((e) => e.kind === 'heartbeat').length} heartbeats)`)
+console.log(`\ninspect it: npx lockstep events --db ${path}   |   npx lockstep task list --db ${path} --tenant ${tenant}`)
+await orch.close()
+process.exitCode = tasks.every((t) => t.status === 'done') ? 0 : 1
