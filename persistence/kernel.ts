@@ -63,6 +63,11 @@ export interface JournalEntry {
   at: number
 }
 
+export interface Commit {
+  journal: JournalEntry[]
+  earliestTimerDue: number | null
+}
+
 export interface StepResult {
   accepted: boolean
   /** State name before the event ('' for a new actor). */
@@ -101,6 +106,8 @@ export function stateName(value: unknown): string {
 export class StepTx {
   readonly journal: JournalEntry[] = []
   readonly cacheUpdates = new Map<string, CachedSnapshot>()
+  /** The earliest due time of the timers this transaction scheduled. */
+  earliestTimerDue: number | null = null
   private readonly queue: Array<{ actorId: string; event: StepEvent }> = []
   private steps = 0
 
@@ -152,7 +159,7 @@ export class Kernel {
   private readonly cache = new Map<string, CachedSnapshot>()
   private readonly cacheSize: number
   private readonly busyRetryMs: number
-  private readonly commitListeners = new Set<(entries: JournalEntry[]) => void>()
+  private readonly commitListeners = new Set<(commit: Commit) => void>()
   private readonly statements: ReturnType<typeof prepareStatements>
 
   constructor(
@@ -194,8 +201,8 @@ export class Kernel {
     return kind
   }
 
-  /** Called after every commit with the journal entries it wrote (possibly none). */
-  onCommit(listener: (entries: JournalEntry[]) => void): () => void {
+  /** Called after every commit that wrote journal entries or scheduled timers. */
+  onCommit(listener: (commit: Commit) => void): () => void {
     this.commitListeners.add(listener)
     return () => this.commitListeners.delete(listener)
   }
@@ -228,8 +235,9 @@ export class Kernel {
     while (this.cache.size > this.cacheSize) {
       this.cache.delete(this.cache.keys().next().value!)
     }
-    if (tx.journal.length === 0) return
-    for (const listener of this.commitListeners) listener(tx.journal)
+    if (tx.journal.length === 0 && tx.earliestTimerDue === null) return
+    const commit: Commit = { journal: tx.journal, earliestTimerDue: tx.earliestTimerDue }
+    for (const listener of this.commitListeners) listener(commit)
   }
 
   /** Create an actor and apply its first event, inside `tx`. */
@@ -364,7 +372,9 @@ export class Kernel {
         const params = action.params as { event: object; id?: string; delay?: number }
         if (typeof params.delay !== 'number') continue // an internal raise, already processed
         if (!params.id) throw new Error(`${kind.machineId}: delayed raise without an id cannot be persisted`)
-        this.statements.upsertTimer.run(actorId, params.id, event.at + params.delay, JSON.stringify(params.event))
+        const due = event.at + params.delay
+        this.statements.upsertTimer.run(actorId, params.id, due, JSON.stringify(params.event))
+        if (tx.earliestTimerDue === null || due < tx.earliestTimerDue) tx.earliestTimerDue = due
         continue
       }
       if (action.type === 'xstate.cancel') {

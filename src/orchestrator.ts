@@ -66,9 +66,9 @@ export async function createOrchestrator(options: OrchestratorOptions = {}): Pro
     return promise
   }
 
-  kernel.onCommit(() => {
-    feed.wake()
-    timers.poke()
+  kernel.onCommit((commit) => {
+    if (commit.journal.length > 0) feed.wake()
+    if (commit.earliestTimerDue !== null) timers.poke(commit.earliestTimerDue)
   })
   if (options.runTimers !== false) timers.start()
 

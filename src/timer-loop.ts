@@ -11,6 +11,8 @@ const BATCH = 256
 
 export class TimerLoop {
   private timer: NodeJS.Timeout | null = null
+  /** When the pending setTimeout fires. */
+  private wakeAt = Number.POSITIVE_INFINITY
   private running: Promise<void> | null = null
   private stopped = false
 
@@ -34,9 +36,10 @@ export class TimerLoop {
     }
   }
 
-  /** Re-evaluate when to wake (after a local commit that may have added an earlier timer). */
-  poke(): void {
-    if (!this.stopped && !this.running) this.schedule()
+  /** A local commit scheduled a timer due at `dueAt`: wake earlier if it is sooner than planned. */
+  poke(dueAt: number): void {
+    if (this.stopped || this.running || dueAt >= this.wakeAt) return
+    this.schedule()
   }
 
   async stop(): Promise<void> {
@@ -56,12 +59,14 @@ export class TimerLoop {
     } catch (error) {
       this.onError(error)
     }
+    this.wakeAt = this.kernel.now() + delay
     this.timer = setTimeout(() => this.tick(), delay)
     this.timer.unref()
   }
 
   private tick(): void {
     this.timer = null
+    this.wakeAt = Number.POSITIVE_INFINITY
     this.running = this.runDue()
       .then(
         () => undefined,

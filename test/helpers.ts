@@ -28,7 +28,9 @@ export async function open(options: OrchestratorOptions = {}): Promise<Orchestra
 /** A raw read-only connection, to check what lockstep wrote with plain SQL. */
 export function raw(path: string): Database.Database {
   const db = new Database(path, { readonly: true })
-  cleanups.push(() => db.close())
+  cleanups.push(() => {
+    db.close()
+  })
   return db
 }
 

@@ -1,0 +1,32 @@
+/** The built package as a user imports it: `import { createOrchestrator } from 'lockstep'`. */
+import { execFileSync } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
+import { describe, expect, it } from 'vitest'
+import { tempDbPath } from '../helpers.js'
+
+const root = join(import.meta.dirname, '..', '..')
+
+describe('package', () => {
+  it('exports the built ESM entry with type declarations', () => {
+    expect(existsSync(join(root, 'dist/src/index.js'))).toBe(true)
+    expect(existsSync(join(root, 'dist/src/index.d.ts'))).toBe(true)
+  })
+
+  it("resolves 'lockstep' through package.json exports and runs the README example", () => {
+    const script = `
+      import { createOrchestrator, LockstepError } from 'lockstep'
+      const orch = await createOrchestrator({ path: process.argv[1] })
+      const research = await orch.tasks.create({ title: 'research', assignee: 'researcher', priority: 5 })
+      const draft = await orch.tasks.create({ title: 'draft', parents: [research.id], payload: { topic: 'x' } })
+      const claim = await orch.tasks.claimNext({ worker: 'w1', assignee: 'researcher' })
+      await orch.tasks.complete(claim, { result: { notes: '...' }, summary: 'found 3 sources' })
+      const after = await orch.tasks.get(draft.id)
+      const error = await orch.tasks.create({ title: '' }).catch((e) => e)
+      await orch.close()
+      console.log(JSON.stringify([draft.status, after.status, error instanceof LockstepError, error.code]))
+    `
+    const out = execFileSync(process.execPath, ['--input-type=module', '-e', script, tempDbPath()], { cwd: root, encoding: 'utf8' })
+    expect(JSON.parse(out)).toEqual(['todo', 'ready', true, 'INVALID_INPUT'])
+  })
+})
