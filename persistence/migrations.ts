@@ -44,7 +44,6 @@ export const MIGRATIONS: readonly Migration[] = [
         at           INTEGER NOT NULL
       );
       CREATE INDEX journal_actor ON journal (actor_id, seq);
-      CREATE INDEX journal_kind ON journal (kind);
 
       -- Durable timers (XState delayed raises): delivered by any open orchestrator.
       CREATE TABLE timers (
@@ -84,6 +83,9 @@ export const MIGRATIONS: readonly Migration[] = [
         completed_at     INTEGER
       );
       CREATE INDEX tasks_status ON tasks (status);
+      -- Claim order (priority, then age) of ready tasks, overall and per assignee/tenant.
+      -- Partial: a row is in them only while ready, so a step that does not enter or leave
+      -- ready does not touch them. Queries name them with INDEXED BY (see tasks.ts).
       CREATE INDEX tasks_ready ON tasks (priority DESC, created_at) WHERE status = 'ready';
       CREATE INDEX tasks_ready_assignee ON tasks (assignee, priority DESC, created_at) WHERE status = 'ready';
       CREATE INDEX tasks_ready_tenant ON tasks (tenant, priority DESC, created_at) WHERE status = 'ready';

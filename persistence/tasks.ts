@@ -220,25 +220,25 @@ export class TaskQueries {
 
   /** Ready tasks in claim order: highest priority first, then oldest. */
   readyCandidates(filter: { assignee?: string; tenant?: string }, limit: number): string[] {
-    const where = [`status = 'ready'`]
-    const params: unknown[] = []
-    if (filter.assignee !== undefined) {
-      where.push('assignee = ?')
-      params.push(filter.assignee)
-    }
-    if (filter.tenant !== undefined) {
-      where.push('tenant = ?')
-      params.push(filter.tenant)
-    }
-    const key = `${filter.assignee !== undefined}:${filter.tenant !== undefined}`
+    const key = filter.assignee !== undefined ? 'assignee' : filter.tenant !== undefined ? 'tenant' : 'any'
     let stmt = this.readyStatements.get(key)
     if (!stmt) {
+      // INDEXED BY: without ANALYZE statistics SQLite would rather scan tasks_status and
+      // sort every ready row; the partial index yields them already in claim order.
+      const [index, match] =
+        key === 'assignee'
+          ? ['tasks_ready_assignee', 'assignee = @assignee AND (@tenant IS NULL OR tenant = @tenant)']
+          : key === 'tenant'
+            ? ['tasks_ready_tenant', 'tenant = @tenant']
+            : ['tasks_ready', '1']
       stmt = this.db.prepare(
-        `SELECT id FROM tasks WHERE ${where.join(' AND ')} ORDER BY priority DESC, created_at, rowid LIMIT ?`,
+        `SELECT id FROM tasks INDEXED BY ${index} WHERE status = 'ready' AND ${match}
+         ORDER BY priority DESC, created_at LIMIT @limit`,
       )
       this.readyStatements.set(key, stmt)
     }
-    return ((stmt as { all(...args: unknown[]): unknown[] }).all(...params, limit) as Array<{ id: string }>).map((r) => r.id)
+    const rows = stmt.all({ assignee: filter.assignee ?? null, tenant: filter.tenant ?? null, limit }) as Array<{ id: string }>
+    return rows.map((r) => r.id)
   }
   private readonly readyStatements = new Map<string, ReturnType<Db['prepare']>>()
 
