@@ -43,6 +43,17 @@ export function isBusyError(error: unknown): boolean {
   return typeof code === 'string' && BUSY_CODES.has(code)
 }
 
+// One wrapper per connection: better-sqlite3 builds four closures per db.transaction() call.
+const immediateRunners = new WeakMap<Db, (fn: () => unknown) => unknown>()
+function immediate<T>(db: Db, fn: () => T): T {
+  let run = immediateRunners.get(db)
+  if (!run) {
+    run = db.transaction((body: () => unknown) => body()).immediate
+    immediateRunners.set(db, run)
+  }
+  return run(fn) as T
+}
+
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
 
 /**
@@ -58,7 +69,7 @@ export async function writeTransaction<T>(db: Db, fn: () => T, busyRetryMs = 60_
   let delay = 2
   for (;;) {
     try {
-      return db.transaction(fn).immediate()
+      return immediate(db, fn)
     } catch (error) {
       if (!isBusyError(error)) throw error
       const waited = Date.now() - started

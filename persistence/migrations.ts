@@ -87,8 +87,10 @@ export const MIGRATIONS: readonly Migration[] = [
       -- Partial: a row is in them only while ready, so a step that does not enter or leave
       -- ready does not touch them. Queries name them with INDEXED BY (see tasks.ts).
       CREATE INDEX tasks_ready ON tasks (priority DESC, created_at) WHERE status = 'ready';
-      CREATE INDEX tasks_ready_assignee ON tasks (assignee, priority DESC, created_at) WHERE status = 'ready';
-      CREATE INDEX tasks_ready_tenant ON tasks (tenant, priority DESC, created_at) WHERE status = 'ready';
+      CREATE INDEX tasks_ready_assignee ON tasks (assignee, priority DESC, created_at)
+        WHERE status = 'ready' AND assignee IS NOT NULL;
+      CREATE INDEX tasks_ready_tenant ON tasks (tenant, priority DESC, created_at)
+        WHERE status = 'ready' AND tenant IS NOT NULL;
 
       CREATE TABLE task_links (
         parent_id TEXT NOT NULL REFERENCES tasks (id),
@@ -99,9 +101,10 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX task_links_child ON task_links (child_id, parent_id);
 
       -- One row per successful claim, closed exactly once with an outcome.
+      -- Keyed by (task, run): one b-tree serves both "the runs of a task" and the run itself.
       CREATE TABLE runs (
-        id               TEXT PRIMARY KEY,
         task_id          TEXT NOT NULL REFERENCES tasks (id),
+        id               TEXT NOT NULL,
         worker           TEXT NOT NULL,
         attempt          INTEGER NOT NULL,
         started_at       INTEGER NOT NULL,
@@ -111,9 +114,9 @@ export const MIGRATIONS: readonly Migration[] = [
         error            TEXT,
         summary          TEXT,
         result           TEXT,
-        metadata         TEXT
-      );
-      CREATE INDEX runs_task ON runs (task_id, started_at);
+        metadata         TEXT,
+        PRIMARY KEY (task_id, id)
+      ) WITHOUT ROWID;
     `,
   },
 ]

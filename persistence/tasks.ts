@@ -118,18 +118,18 @@ export class TaskQueries {
          ) SELECT 1 FROM up WHERE id = @ancestor LIMIT 1`,
       ),
       openRun: db.prepare(
-        `INSERT INTO runs (id, task_id, worker, attempt, started_at, lease_expires_at) VALUES (?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO runs (task_id, id, worker, attempt, started_at, lease_expires_at) VALUES (?, ?, ?, ?, ?, ?)`,
       ),
       closeRun: db.prepare(
         `UPDATE runs SET ended_at = ?, outcome = ?, error = ?, summary = ?, result = ?, metadata = ?
-         WHERE id = ? AND ended_at IS NULL`,
+         WHERE task_id = ? AND id = ? AND ended_at IS NULL`,
       ),
-      extendRun: db.prepare('UPDATE runs SET lease_expires_at = ? WHERE id = ? AND ended_at IS NULL'),
+      extendRun: db.prepare('UPDATE runs SET lease_expires_at = ? WHERE task_id = ? AND id = ? AND ended_at IS NULL'),
       recordResult: db.prepare('UPDATE tasks SET result = ?, summary = ? WHERE id = ?'),
       byId: db.prepare(`SELECT ${TASK_COLUMNS} FROM tasks t WHERE t.id = ?`),
       exists: db.prepare('SELECT 1 FROM tasks WHERE id = ?'),
       byIdempotencyKey: db.prepare('SELECT id FROM tasks WHERE idempotency_key = ?'),
-      runs: db.prepare('SELECT * FROM runs WHERE task_id = ? ORDER BY started_at, rowid'),
+      runs: db.prepare('SELECT * FROM runs WHERE task_id = ? ORDER BY started_at, attempt'),
     }
   }
 
@@ -271,7 +271,7 @@ export class TaskQueries {
           step.actorId,
         )
         // A heartbeat extends the run's recorded lease too, so runs() tells the truth.
-        if (step.event.type === 'HEARTBEAT' && running) s.extendRun.run(c.leaseExpiresAt, c.runId)
+        if (step.event.type === 'HEARTBEAT' && running) s.extendRun.run(c.leaseExpiresAt, step.actorId, c.runId)
       },
       runIdOf: (step) => {
         if (typeof step.event.runId === 'string') return step.event.runId
@@ -279,7 +279,7 @@ export class TaskQueries {
       },
       effects: {
         openRun: (tx, step, p: { runId: string; worker: string; attempt: number; leaseExpiresAt: number }) => {
-          s.openRun.run(p.runId, step.actorId, p.worker, p.attempt, step.event.at, p.leaseExpiresAt)
+          s.openRun.run(step.actorId, p.runId, p.worker, p.attempt, step.event.at, p.leaseExpiresAt)
         },
         closeRun: (
           _tx,
@@ -294,6 +294,7 @@ export class TaskQueries {
             p.summary ?? null,
             result,
             p.metadata === undefined ? null : JSON.stringify(p.metadata),
+            step.actorId,
             p.runId,
           ).changes
           // Every run is closed exactly once; a second close would mean the fence failed.

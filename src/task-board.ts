@@ -4,7 +4,6 @@
  * to task machines; the machine's guards decide, this file only maps their decisions to
  * return values and errors.
  */
-import { randomBytes } from 'node:crypto'
 import type { AnyMachineSnapshot } from 'xstate'
 import type { TaskContext, TaskEvent } from '../machines/task.js'
 import { TASK_MACHINE_ID } from '../machines/task.js'
@@ -18,7 +17,7 @@ import {
   LinkNotFoundError,
   TaskNotFoundError,
 } from './errors.js'
-import { newId } from './ids.js'
+import { newId, newToken } from './ids.js'
 import type { JournalFeed } from './journal-feed.js'
 import type {
   Claim,
@@ -336,7 +335,7 @@ export class SqliteTaskBoard implements TaskBoard {
 
   private tryClaim(tx: StepTx, id: string, worker: string, leaseMs: number): Claim | null {
     const runId = newId('r')
-    const token = randomBytes(16).toString('base64url')
+    const token = newToken()
     const step = this.send(tx, id, { type: 'CLAIM', runId, token, worker, leaseMs })
     if (!step.accepted || step.snapshot.value !== 'running') return null
     const context = step.snapshot.context as TaskContext
