@@ -58,18 +58,26 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
 
 /**
  * Run `fn` as one IMMEDIATE transaction (the write lock is taken at BEGIN, so a
- * read-then-write can never fail half-way with SQLITE_BUSY_SNAPSHOT). If the lock stays
- * busy past SQLite's own busy_timeout, retry with jittered exponential backoff, without
- * blocking the event loop, for up to `busyRetryMs`; only then give up with STORE_BUSY.
+ * read-then-write can never fail half-way with SQLITE_BUSY_SNAPSHOT), with busy retry.
  * `fn` must be synchronous and must not have side effects outside the database,
  * because a retried transaction runs it again.
  */
-export async function writeTransaction<T>(db: Db, fn: () => T, busyRetryMs = 60_000): Promise<T> {
+export function writeTransaction<T>(db: Db, fn: () => T, busyRetryMs = 60_000): Promise<T> {
+  return withBusyRetry(() => immediate(db, fn), busyRetryMs)
+}
+
+/**
+ * Run `fn`; if SQLite reports the database busy or locked past its own busy_timeout,
+ * retry with jittered exponential backoff, without blocking the event loop, for up to
+ * `busyRetryMs`; only then give up with STORE_BUSY. Reads use it too: in WAL mode they
+ * rarely see SQLITE_BUSY, but they can (WAL recovery after a crash, a restart checkpoint).
+ */
+export async function withBusyRetry<T>(fn: () => T, busyRetryMs = 60_000): Promise<T> {
   const started = Date.now()
   let delay = 2
   for (;;) {
     try {
-      return immediate(db, fn)
+      return fn()
     } catch (error) {
       if (!isBusyError(error)) throw error
       const waited = Date.now() - started

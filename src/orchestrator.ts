@@ -72,7 +72,7 @@ export async function createOrchestrator(options: OrchestratorOptions = {}): Pro
   })
   if (options.runTimers !== false) timers.start()
 
-  const tasks = new SqliteTaskBoard({ kernel, queries, feed, defaults, maxPayloadBytes, guard })
+  const tasks = new SqliteTaskBoard({ kernel, queries, feed, defaults, maxPayloadBytes, busyRetryMs, guard })
 
   return {
     path: path === ':memory:' ? path : resolve(path),

@@ -7,6 +7,7 @@
 import type { AnyMachineSnapshot } from 'xstate'
 import type { TaskContext, TaskEvent } from '../machines/task.js'
 import { TASK_MACHINE_ID } from '../machines/task.js'
+import { withBusyRetry } from '../persistence/connection.js'
 import type { Kernel, StepResult, StepTx } from '../persistence/kernel.js'
 import type { RunRow, TaskQueries, TaskRow } from '../persistence/tasks.js'
 import {
@@ -53,6 +54,7 @@ export interface SqliteTaskBoardOptions {
   feed: JournalFeed
   defaults: TaskDefaults
   maxPayloadBytes: number
+  busyRetryMs: number
   /** Called before every operation (throws when closed) and tracks in-flight writes. */
   guard<T>(operation: () => Promise<T>): Promise<T>
 }
@@ -300,7 +302,7 @@ export class SqliteTaskBoard implements TaskBoard {
   }
 
   private read<T>(fn: () => T): Promise<T> {
-    return this.options.guard(async () => fn())
+    return this.options.guard(() => withBusyRetry(fn, this.options.busyRetryMs))
   }
 
   private mustExist(id: string): void {
@@ -308,7 +310,7 @@ export class SqliteTaskBoard implements TaskBoard {
   }
 
   private async mustGet(id: string): Promise<Task> {
-    const row = this.q.get(id)
+    const row = await withBusyRetry(() => this.q.get(id), this.options.busyRetryMs)
     if (!row) throw new TaskNotFoundError(id)
     return toTask(row)
   }
