@@ -7,15 +7,17 @@
  *
  * --quick    300 tasks, 1 repetition (a smoke run)
  * --full     also run every scenario with synchronous=FULL
- * --profile  write a V8 CPU profile of every claim→complete worker to .bench/profiles/
+ * --profile  write a V8 CPU profile of every measured worker to .bench/profiles/<scenario>/
+ *            (summarize one with: node dist/bench/profile-summary.js <file> --under runCycles)
  *
  * Prints a table per synchronous mode and writes the same figures to .bench/results.json.
  */
+import { rmSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { machineFacts, type MachineFacts } from './machine.js'
 import type { Implementation, Synchronous } from './protocol.js'
-import { renderSection, row, writeJson, type Row, type Section } from './report.js'
+import { renderSection, row, writeJson, type Cell, type Row, type Section } from './report.js'
 import { measureCreate, measureCycles, type CreateSample, type CycleSample, type ScenarioConfig } from './scenarios.js'
 import { median, summarize, type LatencySummary } from './stats.js'
 
@@ -82,7 +84,7 @@ async function runMode(synchronous: Synchronous, options: BenchOptions): Promise
     const order = rep % 2 === 0 ? IMPLEMENTATIONS : [...IMPLEMENTATIONS].reverse()
     const tag = `[${synchronous} ${rep + 1}/${options.repetitions}]`
     for (const impl of order) {
-      const sample = await measureCreate(impl, config)
+      const sample = await measureCreate(impl, config, `${synchronous}-create-r${rep + 1}`)
       samples.create[impl].push(sample)
       progress(`${tag} create ${impl}: ${Math.round(sample.rate)} tasks/s`)
     }
@@ -99,9 +101,9 @@ async function runMode(synchronous: Synchronous, options: BenchOptions): Promise
 
 const plural = (n: number) => (n === 1 ? '1 process' : `${n} processes`)
 
-/** Rates: the median repetition, with every repetition kept. */
-function rateCell(rates: number[]) {
-  return { value: median(rates), repetitions: rates }
+/** Rates and CPU costs: the median repetition, with every repetition kept. */
+function perRepetition(values: number[]) {
+  return { value: median(values), repetitions: values }
 }
 
 /** Latencies: every sample of every process and repetition, pooled. */
@@ -109,38 +111,62 @@ function latencies(samples: CycleSample[], op: 'claim' | 'complete'): LatencySum
   return summarize(samples.flatMap((s) => s[op]))
 }
 
-function buildSection(synchronous: Synchronous, samples: ModeSamples): Section {
-  const both = <T>(pick: (impl: Implementation) => T) => [pick('lockstep'), pick('baseline')] as const
-  const rows: Row[] = [
-    row('create', 'create', 'tasks/s', ...both((impl) => rateCell(samples.create[impl].map((s) => s.rate)))),
+/** One table row: the same figure picked for each side. */
+function compare(id: string, label: string, unit: Row['unit'], pick: (impl: Implementation) => Cell): Row {
+  return row(id, label, unit, pick('lockstep'), pick('baseline'))
+}
+
+function createRows(samples: ModeSamples): Row[] {
+  const of = (impl: Implementation) => samples.create[impl]
+  return [
+    compare('create', 'create', 'tasks/s', (impl) => perRepetition(of(impl).map((s) => s.rate))),
+    compare('create_cpu', 'CPU per create', 'ms', (impl) => perRepetition(of(impl).map((s) => s.cpuPerOp))),
   ]
-  for (const [processes, bySide] of samples.cycles) {
-    rows.push(row(`cycles_${processes}p`, `claim→complete, ${plural(processes)}`, 'cycles/s', ...both((impl) => rateCell(bySide[impl].map((s) => s.rate)))))
-  }
-  for (const [processes, bySide] of samples.cycles) {
-    for (const p of ['p50', 'p99'] as const) {
-      rows.push(row(`claim_${p}_${processes}p`, `claim ${p}, ${plural(processes)}`, 'ms', ...both((impl) => ({ value: latencies(bySide[impl], 'claim')[p] }))))
-    }
-  }
-  const details: Record<string, unknown> = { createLatency: {}, cycles: {} }
-  for (const impl of IMPLEMENTATIONS) {
-    ;(details.createLatency as Record<string, unknown>)[impl] = summarize(samples.create[impl].flatMap((s) => s.create))
-  }
-  for (const [processes, bySide] of samples.cycles) {
-    ;(details.cycles as Record<string, unknown>)[`${processes}p`] = Object.fromEntries(
-      IMPLEMENTATIONS.map((impl) => [
-        impl,
-        {
+}
+
+function cycleRows(samples: ModeSamples): Row[] {
+  const each = (fn: (processes: number, of: (impl: Implementation) => CycleSample[]) => Row[]) =>
+    [...samples.cycles].flatMap(([processes, bySide]) => fn(processes, (impl) => bySide[impl]))
+  return [
+    ...each((n, of) => [
+      compare(`cycles_${n}p`, `claim→complete, ${plural(n)}`, 'cycles/s', (impl) => perRepetition(of(impl).map((s) => s.rate))),
+    ]),
+    ...each((n, of) => [
+      compare(`cycle_cpu_${n}p`, `CPU per cycle, ${plural(n)}`, 'ms', (impl) => perRepetition(of(impl).map((s) => s.cpuPerOp))),
+    ]),
+    ...each((n, of) =>
+      (['p50', 'p99'] as const).map((p) =>
+        compare(`claim_${p}_${n}p`, `claim ${p}, ${plural(n)}`, 'ms', (impl) => ({ value: latencies(of(impl), 'claim')[p] })),
+      ),
+    ),
+  ]
+}
+
+/** Figures for the JSON only: full latency summaries, per-process shares, the checked row counts. */
+function details(samples: ModeSamples): Record<string, unknown> {
+  const perSide = <T>(fn: (impl: Implementation) => T) => Object.fromEntries(IMPLEMENTATIONS.map((impl) => [impl, fn(impl)]))
+  return {
+    create: perSide((impl) => ({
+      latency: summarize(samples.create[impl].flatMap((s) => s.create)),
+      fileCounts: samples.create[impl].map((s) => s.counts),
+    })),
+    cycles: Object.fromEntries(
+      [...samples.cycles].map(([processes, bySide]) => [
+        `${processes}p`,
+        perSide((impl) => ({
           claimLatency: latencies(bySide[impl], 'claim'),
           completeLatency: latencies(bySide[impl], 'complete'),
           wallMs: bySide[impl].map((s) => s.wallMs),
           cyclesPerProcess: bySide[impl].map((s) => s.cyclesPerProcess),
-          fileCounts: bySide[impl][0]?.counts,
-        },
+          fileCounts: bySide[impl].map((s) => s.counts),
+        })),
       ]),
-    )
+    ),
   }
-  return { synchronous, rows, details }
+}
+
+function buildSection(synchronous: Synchronous, samples: ModeSamples): Section {
+  return { synchronous, rows: [...createRows(samples), ...cycleRows(samples)], details: details(samples) }
 }
 
 function targetLine(section: Section): string {
@@ -157,12 +183,15 @@ function header(machine: MachineFacts, options: BenchOptions): string {
     `  better-sqlite3 ${machine.betterSqlite3} | SQLite ${machine.sqlite} | xstate ${machine.xstate}`,
     `  ${options.tasks} tasks per scenario | ${options.repetitions} repetition(s) | warm-up ${options.warmup} tasks per process`,
     `  WAL | busy_timeout ${options.busyTimeoutMs} ms | synchronous passed explicitly to both sides | files in ${machine.tmpdir}`,
-    '  rates: median over repetitions (min-max); latencies: nearest-rank over all samples pooled',
+    '  rates and CPU: median over repetitions (min-max); latencies: nearest-rank over all samples pooled',
+    '  CPU per op: user+system time of the worker processes / ops: the cost without fsync and lock waits',
   ].join('\n')
 }
 
 async function main(): Promise<void> {
   const options = parseOptions()
+  // Profiles are named by time and pid only: start from an empty directory so every file is from this run.
+  if (options.profileDir) rmSync(options.profileDir, { recursive: true, force: true })
   const machine = machineFacts()
   console.log(header(machine, options))
   const sections: Section[] = []

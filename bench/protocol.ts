@@ -30,6 +30,8 @@ export interface JobResult {
   ops: number
   /** This process's own time from `go` to its last operation. */
   elapsedMs: number
+  /** CPU time (user + system) this process used in that span: cost without the waits (fsync, lock). */
+  cpuMs: number
   /** Per-call latencies (ms) by operation name: create, claim, complete. */
   latencies: Record<string, number[]>
 }

@@ -14,6 +14,12 @@ export async function timed<T>(into: number[], fn: () => T | Promise<T>): Promis
   return value
 }
 
+/** CPU milliseconds (user + system) this process has used since `since` (from process.cpuUsage()). */
+export function cpuMsSince(since: NodeJS.CpuUsage): number {
+  const used = process.cpuUsage(since)
+  return (used.user + used.system) / 1000
+}
+
 export function perSecond(count: number, ms: number): number {
   return ms > 0 ? (count * 1000) / ms : 0
 }

@@ -6,7 +6,7 @@
 import { rmSync } from 'node:fs'
 import { openBoard, type BenchBoard } from './boards.js'
 import type { BoardSpec, ChildMessage, Job, JobResult, ParentMessage } from './protocol.js'
-import { now, timed } from './stats.js'
+import { cpuMsSince, now, timed } from './stats.js'
 
 function send(message: ChildMessage): Promise<void> {
   return new Promise((resolve, reject) => process.send!(message, undefined, {}, (error) => (error ? reject(error) : resolve())))
@@ -25,14 +25,16 @@ function startBarrier(): Promise<void> {
 
 async function createTasks(board: BenchBoard, count: number): Promise<JobResult> {
   const create: number[] = []
+  const cpu = process.cpuUsage()
   const start = now()
   for (let i = 0; i < count; i++) await timed(create, () => board.create(`task ${i}`))
-  return { ops: count, elapsedMs: now() - start, latencies: { create } }
+  return { ops: count, elapsedMs: now() - start, cpuMs: cpuMsSince(cpu), latencies: { create } }
 }
 
 async function runCycles(board: BenchBoard, worker: string): Promise<JobResult> {
   const claim: number[] = []
   const complete: number[] = []
+  const cpu = process.cpuUsage()
   const start = now()
   let cycles = 0
   for (;;) {
@@ -42,9 +44,10 @@ async function runCycles(board: BenchBoard, worker: string): Promise<JobResult> 
     cycles++
   }
   const elapsedMs = now() - start
+  const cpuMs = cpuMsSince(cpu)
   // The last call found nothing to claim: a different (cheaper) query, not a claim.
   claim.pop()
-  return { ops: cycles, elapsedMs, latencies: { claim, complete } }
+  return { ops: cycles, elapsedMs, cpuMs, latencies: { claim, complete } }
 }
 
 /**

@@ -69,9 +69,10 @@ export type JournalKind =
   | 'unblocked'
   | 'cancelled'
   | 'retried'
+  | 'released'
   | 'archived'
 
-export type RunOutcome = 'completed' | 'failed' | 'reclaimed' | 'cancelled' | 'blocked'
+export type RunOutcome = 'completed' | 'failed' | 'reclaimed' | 'released' | 'cancelled' | 'blocked'
 
 /** What the guards may know about a task's parents, read inside the step's transaction. */
 export interface ParentFacts {
@@ -129,6 +130,7 @@ export type TaskEvent = Stamp &
     | ({ type: 'HEARTBEAT'; leaseMs?: number } & Fence)
     | ({ type: 'COMPLETE'; result?: unknown; summary?: string | null; metadata?: unknown } & Fence)
     | ({ type: 'FAIL'; error: string; retryable: boolean; jitter: number } & Fence)
+    | ({ type: 'RELEASE'; reason?: string | null } & Fence)
     | { type: 'LEASE_EXPIRED'; runId: string }
     | { type: 'RETRY_DUE' }
     | { type: 'PARENT_DONE'; parentId: string }
@@ -433,6 +435,24 @@ export const taskMachine = setup({
           actions: [closeRun('blocked', null), 'manualBlock', j('blocked')],
         },
         CANCEL: { target: 'cancelled', actions: [closeRun('cancelled', null), j('cancelled')] },
+        // The holder gives the task back (a worker stopping): ready again at once, and the
+        // attempt does not count against maxAttempts because nothing failed.
+        RELEASE: {
+          guard: 'holdsLease',
+          target: 'ready',
+          actions: [
+            {
+              type: 'closeRun',
+              params: ({ context, event }) => ({
+                runId: context.runId!,
+                outcome: 'released' as const,
+                error: (event as E<'RELEASE'>).reason ?? null,
+              }),
+            },
+            assign({ attempts: ({ context }) => context.attempts - 1 }),
+            j('released'),
+          ],
+        },
         // A running task already passed the gate: only a parent that is done may be added.
         LINK: { guard: 'allParentsDone', actions: [insertLink(), j('linked')] },
         UNLINK: { actions: [deleteLink(), j('unlinked')] },

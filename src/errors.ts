@@ -14,6 +14,9 @@ export type LockstepErrorCode =
   | 'SNAPSHOT_INCOMPATIBLE'
   | 'STORE_BUSY'
   | 'CLOSED'
+  | 'TASK_CANCELLED'
+  | 'HANDLER_TIMEOUT'
+  | 'WORKER_STOPPED'
 
 export class LockstepError extends Error {
   readonly code: LockstepErrorCode
@@ -114,5 +117,37 @@ export class StoreBusyError extends LockstepError {
 export class ClosedError extends LockstepError {
   constructor() {
     super('CLOSED', 'this orchestrator is closed')
+  }
+}
+
+/**
+ * Throw this from a worker handler to fail the task at once, without retries
+ * (any other thrown error is retried with backoff while attempts are left).
+ */
+export class NonRetryableError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = 'NonRetryableError'
+  }
+}
+
+/** Abort reason of a handler whose task was cancelled (or blocked) while it ran. */
+export class TaskCancelledError extends LockstepError {
+  constructor(readonly taskId: string, how: 'cancelled' | 'blocked' = 'cancelled') {
+    super('TASK_CANCELLED', `task ${taskId} was ${how} while its handler ran`, { taskId, how })
+  }
+}
+
+/** Abort reason (and failure message) of a handler that ran past the pool's timeoutMs. */
+export class HandlerTimeoutError extends LockstepError {
+  constructor(readonly taskId: string, readonly timeoutMs: number) {
+    super('HANDLER_TIMEOUT', `handler for task ${taskId} timed out after ${timeoutMs} ms`, { taskId, timeoutMs })
+  }
+}
+
+/** Abort reason of a handler still running when its pool's stop() timed out. */
+export class WorkerStoppedError extends LockstepError {
+  constructor(readonly worker: string) {
+    super('WORKER_STOPPED', `worker ${worker} stopped before the handler finished`, { worker })
   }
 }

@@ -1,4 +1,5 @@
 export { createOrchestrator, DEFAULT_TASK_DEFAULTS } from './orchestrator.js'
+export { startWorkerPool } from './worker-pool.js'
 export * from './errors.js'
 export type * from './types.js'
 export { TASK_STATUSES, retryDelayMs, taskMachine } from '../machines/task.js'

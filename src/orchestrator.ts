@@ -56,6 +56,7 @@ export async function createOrchestrator(options: OrchestratorOptions = {}): Pro
   const timers = new TimerLoop(kernel, pollMs, onError)
 
   let closed = false
+  let closing: Promise<void> | null = null
   const inFlight = new Set<Promise<unknown>>()
   const guard = <T>(operation: () => Promise<T>): Promise<T> => {
     if (closed) return Promise.reject(new ClosedError())
@@ -72,19 +73,26 @@ export async function createOrchestrator(options: OrchestratorOptions = {}): Pro
   })
   if (options.runTimers !== false) timers.start()
 
-  const tasks = new SqliteTaskBoard({ kernel, queries, feed, defaults, maxPayloadBytes, busyRetryMs, guard })
+  const assertOpen = () => {
+    if (closed) throw new ClosedError()
+  }
+  const tasks = new SqliteTaskBoard({ kernel, queries, feed, defaults, maxPayloadBytes, busyRetryMs, guard, assertOpen })
 
   return {
     path: path === ':memory:' ? path : resolve(path),
     tasks,
     runDueTimers: () => guard(() => timers.runDue()),
-    async close() {
-      if (closed) return
-      closed = true
-      feed.close()
-      await timers.stop()
-      await Promise.allSettled([...inFlight])
-      db.close()
+    close() {
+      closing ??= (async () => {
+        // Worker pools drain first (bounded by their stopTimeoutMs) while the board still works.
+        await tasks.stopWorkers()
+        closed = true
+        feed.close()
+        await timers.stop()
+        await Promise.allSettled([...inFlight])
+        db.close()
+      })()
+      return closing
     },
   }
 }

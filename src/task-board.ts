@@ -38,6 +38,7 @@ import type {
   TaskDefaults,
 } from './types.js'
 import * as v from './validate.js'
+import { startWorkerPool, type WorkerPool, type WorkOptions } from './worker-pool.js'
 
 const MAX_LEASE_MS = 24 * 60 * 60 * 1000
 const MAX_TITLE = 1_000
@@ -55,6 +56,8 @@ export interface SqliteTaskBoardOptions {
   defaults: TaskDefaults
   maxPayloadBytes: number
   busyRetryMs: number
+  /** Throws CLOSED once the orchestrator is closed. */
+  assertOpen(): void
   /** Called before every operation (throws when closed) and tracks in-flight writes. */
   guard<T>(operation: () => Promise<T>): Promise<T>
 }
@@ -64,6 +67,7 @@ export class SqliteTaskBoard implements TaskBoard {
   private readonly q: TaskQueries
   private readonly defaults: TaskDefaults
   private readonly maxPayloadBytes: number
+  private readonly pools = new Set<WorkerPool>()
 
   constructor(private readonly options: SqliteTaskBoardOptions) {
     this.kernel = options.kernel
@@ -216,6 +220,15 @@ export class SqliteTaskBoard implements TaskBoard {
     }).then((id) => this.mustGet(id))
   }
 
+  async release(claim: Claim, input: { reason?: string | null } = {}): Promise<Task> {
+    const c = this.claimShape(claim)
+    const reason = v.optionalText(v.requireRecord(input, 'release input').reason, 'reason', MAX_SUMMARY)
+    return this.write((tx) => {
+      this.fenced(tx, c, { type: 'RELEASE', runId: c.runId, token: c.token, reason })
+      return c.taskId
+    }).then((id) => this.mustGet(id))
+  }
+
   async block(taskId: string, input: { reason: string }): Promise<Task> {
     const id = v.requireString(taskId, 'taskId')
     const reason = v.requireString(v.requireRecord(input, 'block input').reason, 'reason', MAX_SUMMARY)
@@ -293,6 +306,19 @@ export class SqliteTaskBoard implements TaskBoard {
       after: o.after === undefined ? undefined : v.optionalInt(o.after, 'after', 0, Number.MAX_SAFE_INTEGER, 0),
       actorId: v.optionalString(o.taskId, 'taskId') ?? undefined,
     })
+  }
+
+  work(options: WorkOptions): WorkerPool {
+    this.options.assertOpen()
+    const pool = startWorkerPool(this, options, this.defaults.leaseMs)
+    this.pools.add(pool)
+    return pool
+  }
+
+  /** Stop every worker pool (each bounded by its stopTimeoutMs). */
+  async stopWorkers(): Promise<void> {
+    await Promise.all([...this.pools].map((pool) => pool.stop()))
+    this.pools.clear()
   }
 
   // ---- internals ----

@@ -165,6 +165,8 @@ export interface TaskBoard {
   heartbeat(claim: Claim, options?: { leaseMs?: number }): Promise<Claim>
   complete(claim: Claim, input?: CompleteInput): Promise<Task>
   fail(claim: Claim, input: FailInput): Promise<Task>
+  /** Give a claimed task back: `ready` again at once, run outcome `released`, the attempt not counted. */
+  release(claim: Claim, input?: { reason?: string | null }): Promise<Task>
   block(taskId: string, input: { reason: string }): Promise<Task>
   unblock(taskId: string): Promise<Task>
   cancel(taskId: string, input?: { reason?: string | null }): Promise<Task>
@@ -182,7 +184,11 @@ export interface TaskBoard {
    * other process using the same file, in `seq` order.
    */
   subscribe(listener: (entry: JournalEntry) => void, options?: SubscribeOptions): Unsubscribe
+  /** Start a worker pool that claims and runs matching tasks until stopped. */
+  work(options: import('./worker-pool.js').WorkOptions): import('./worker-pool.js').WorkerPool
 }
+
+export type { HandlerContext, HandlerResult, TaskHandler, WorkerPool, WorkOptions } from './worker-pool.js'
 
 export interface TaskDefaults {
   leaseMs: number

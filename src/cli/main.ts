@@ -3,16 +3,27 @@
  * The `lockstep` command-line interface: a thin shell over the TaskBoard API.
  *
  * Every command is one row of COMMANDS: its flags (which also generate the usage
- * text and the parser configuration) and a `run` function. The runner resolves the
- * command, parses strictly, opens the orchestrator, runs the command and closes the
- * orchestrator on every path. Output and exit codes follow one rule, documented in
- * OUTPUT_RULES below.
+ * text and the parser configuration), a pure `parse` to the command's input and a
+ * `run`. The runner resolves the command, parses strictly, and only then opens the
+ * orchestrator, runs the command and closes the orchestrator on every path. Output
+ * and exit codes follow one rule, documented in OUTPUT_RULES below.
  */
 import { existsSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { createOrchestrator, InvalidInputError, LockstepError, TaskNotFoundError } from '../index.js'
-import type { Claim, Json, JournalEntry, Orchestrator, Run, Task, TaskBoard, TaskStatus } from '../index.js'
+import type {
+  Claim,
+  CreateTaskInput,
+  Json,
+  JournalEntry,
+  ListFilter,
+  Orchestrator,
+  Run,
+  Task,
+  TaskBoard,
+  TaskStatus,
+} from '../index.js'
 
 // ---- command table ----
 
@@ -28,17 +39,15 @@ interface Flag {
 
 type Values = Record<string, string | boolean | string[] | undefined>
 
-interface Context {
-  tasks: TaskBoard
+/** What a command may touch once its input is valid. */
+interface Io {
   orch: Orchestrator
-  values: Values
-  /** The command's positional arguments, in the order of `Command.args`. */
-  args: string[]
-  /** One output record: JSON (one line) with --json, else `text`. */
+  tasks: TaskBoard
+  /** One output record: one line of JSON with --json, else `text`. */
   emit(value: unknown, text: string): void
 }
 
-interface Command {
+interface Command<Input = unknown> {
   name: string
   summary: string
   /** Positional arguments: `ID` is required, `[ID]` optional. */
@@ -46,8 +55,16 @@ interface Command {
   flags?: Record<string, Flag>
   /** Only `init` may create a missing database file; the others refuse, so a mistyped --db fails loudly. */
   createsDb?: boolean
-  run(ctx: Context): Promise<void>
+  /**
+   * Flags and arguments to the command's input, before the database is opened: bad
+   * input throws (UsageError, or INVALID_INPUT for bad values) having touched nothing.
+   */
+  parse(values: Values, args: string[]): Input
+  run(io: Io, input: Input): Promise<void>
 }
+
+/** Keeps each command's Input type checked between its parse and run, inside one table. */
+const command = <Input>(spec: Command<Input>) => spec as unknown as Command
 
 const GLOBAL_FLAGS: Record<string, Flag> = {
   db: { type: 'string', arg: 'PATH', help: 'SQLite file (default ./lockstep.db)' },
@@ -61,16 +78,19 @@ const FENCE_FLAGS: Record<string, Flag> = {
   worker: { type: 'string', arg: 'W', help: "worker name recorded with the claim (default 'cli'; not checked)" },
 }
 
+const emitTask = ({ emit }: Io, task: Task) => emit(task, taskLine(task))
+
 const COMMANDS: Command[] = [
-  {
+  command({
     name: 'init',
     summary: 'create or migrate the database file and print its path',
     createsDb: true,
-    async run(ctx) {
-      ctx.emit({ path: ctx.orch.path }, ctx.orch.path)
+    parse: () => undefined,
+    async run({ orch, emit }) {
+      emit({ path: orch.path }, orch.path)
     },
-  },
-  {
+  }),
+  command({
     name: 'task create',
     summary: 'create a task',
     flags: {
@@ -84,22 +104,22 @@ const COMMANDS: Command[] = [
       'idempotency-key': { type: 'string', arg: 'K', help: 'a second create with this key returns the first task' },
       'max-attempts': { type: 'string', arg: 'N', help: 'claims allowed before the task stays failed (default 3)' },
     },
-    async run({ tasks, values, emit }) {
-      const task = await tasks.create({
-        title: text(values, 'title')!,
-        body: text(values, 'body'),
-        assignee: text(values, 'assignee'),
-        tenant: text(values, 'tenant'),
-        priority: integer(values, 'priority'),
-        parents: list(values, 'parent'),
-        payload: json(values, 'payload'),
-        idempotencyKey: text(values, 'idempotency-key'),
-        maxAttempts: integer(values, 'max-attempts'),
-      })
-      emit(task, taskLine(task))
+    parse: (values): CreateTaskInput => ({
+      title: text(values, 'title')!,
+      body: text(values, 'body'),
+      assignee: text(values, 'assignee'),
+      tenant: text(values, 'tenant'),
+      priority: integer(values, 'priority'),
+      parents: list(values, 'parent'),
+      payload: json(values, 'payload'),
+      idempotencyKey: text(values, 'idempotency-key'),
+      maxAttempts: integer(values, 'max-attempts'),
+    }),
+    async run(io, input) {
+      emitTask(io, await io.tasks.create(input))
     },
-  },
-  {
+  }),
+  command({
     name: 'task list',
     summary: 'list tasks in creation order',
     flags: {
@@ -108,37 +128,42 @@ const COMMANDS: Command[] = [
       tenant: { type: 'string', arg: 'X', help: 'only this tenant' },
       limit: { type: 'string', arg: 'N', help: '1..10000 (default 100)' },
     },
-    async run({ tasks, values, emit }) {
-      const found = await tasks.list({
-        status: text(values, 'status') as TaskStatus | undefined,
-        assignee: text(values, 'assignee'),
-        tenant: text(values, 'tenant'),
-        limit: integer(values, 'limit'),
-      })
+    parse: (values): ListFilter => ({
+      // The board validates the status (INVALID_INPUT); the CLI does not keep a second list.
+      status: text(values, 'status') as TaskStatus | undefined,
+      assignee: text(values, 'assignee'),
+      tenant: text(values, 'tenant'),
+      limit: integer(values, 'limit'),
+    }),
+    async run({ tasks, emit }, filter) {
+      const found = await tasks.list(filter)
       emit(found, found.length === 0 ? 'no tasks' : found.map(taskLine).join('\n'))
     },
-  },
-  {
+  }),
+  command({
     name: 'task show',
     summary: 'show a task, its runs and its journal entries',
     args: ['ID'],
-    async run({ tasks, args: [id], emit }) {
-      const task = await tasks.get(id!)
-      if (!task) throw new TaskNotFoundError(id!)
-      const [runs, events] = [await tasks.runs(task.id), await allEvents(tasks, task.id)]
-      emit({ task, runs, events }, [taskDetails(task), 'runs:', ...indent(runs.map(runLine)), 'events:', ...indent(events.map(eventLine))].join('\n'))
+    parse: (_, [id]) => id!,
+    async run({ tasks, emit }, id) {
+      const task = await tasks.get(id)
+      if (!task) throw new TaskNotFoundError(id)
+      const runs = await tasks.runs(id)
+      const events = await allEvents(tasks, id)
+      const lines = [taskDetails(task), 'runs:', ...indent(runs.map(runLine)), 'events:', ...indent(events.map(eventLine))]
+      emit({ task, runs, events }, lines.join('\n'))
     },
-  },
-  {
+  }),
+  command({
     name: 'task link',
     summary: 'make CHILD depend on PARENT (refused if it would close a cycle)',
     args: ['PARENT', 'CHILD'],
-    async run({ tasks, args: [parent, child], emit }) {
-      const task = await tasks.link(parent!, child!)
-      emit(task, taskLine(task))
+    parse: (_, [parent, child]) => ({ parent: parent!, child: child! }),
+    async run(io, { parent, child }) {
+      emitTask(io, await io.tasks.link(parent, child))
     },
-  },
-  {
+  }),
+  command({
     name: 'task claim',
     summary: 'claim task ID, or the next ready task; prints the claim, or "nothing to claim" (JSON null)',
     args: ['[ID]'],
@@ -148,19 +173,19 @@ const COMMANDS: Command[] = [
       tenant: { type: 'string', arg: 'X', help: 'without ID: only tasks of this tenant' },
       'lease-ms': { type: 'string', arg: 'N', help: 'lease length (default 30000)' },
     },
-    async run({ tasks, values, args: [id], emit }) {
-      if (id !== undefined && (values.assignee !== undefined || values.tenant !== undefined)) {
+    parse(values, [id]) {
+      const filter = { assignee: text(values, 'assignee'), tenant: text(values, 'tenant') }
+      if (id !== undefined && (filter.assignee !== undefined || filter.tenant !== undefined)) {
         throw new UsageError('--assignee and --tenant only apply without ID', 'task claim')
       }
-      const options = { worker: text(values, 'worker')!, leaseMs: integer(values, 'lease-ms') }
-      const claim =
-        id === undefined
-          ? await tasks.claimNext({ ...options, assignee: text(values, 'assignee'), tenant: text(values, 'tenant') })
-          : await tasks.claim(id, options)
+      return { id, filter, options: { worker: text(values, 'worker')!, leaseMs: integer(values, 'lease-ms') } }
+    },
+    async run({ tasks, emit }, { id, filter, options }) {
+      const claim = id === undefined ? await tasks.claimNext({ ...options, ...filter }) : await tasks.claim(id, options)
       emit(claim, claim ? claimLine(claim) : 'nothing to claim')
     },
-  },
-  {
+  }),
+  command({
     name: 'task complete',
     summary: 'complete a claimed task',
     args: ['ID'],
@@ -169,13 +194,15 @@ const COMMANDS: Command[] = [
       result: { type: 'string', arg: 'JSON', help: 'any JSON value' },
       summary: { type: 'string', arg: 'S', help: 'free text' },
     },
-    async run(ctx) {
-      const input = { result: json(ctx.values, 'result'), summary: text(ctx.values, 'summary') }
-      const task = await ctx.tasks.complete(claimOf(ctx), input)
-      ctx.emit(task, taskLine(task))
+    parse: (values, args) => ({
+      claim: claimOf(values, args),
+      input: { result: json(values, 'result'), summary: text(values, 'summary') },
+    }),
+    async run(io, { claim, input }) {
+      emitTask(io, await io.tasks.complete(claim, input))
     },
-  },
-  {
+  }),
+  command({
     name: 'task fail',
     summary: 'fail a claimed task; it is retried with backoff while attempts are left',
     args: ['ID'],
@@ -184,23 +211,25 @@ const COMMANDS: Command[] = [
       error: { type: 'string', arg: 'MSG', required: true, help: 'what went wrong' },
       'no-retry': { type: 'boolean', help: 'fail for good, even with attempts left' },
     },
-    async run(ctx) {
-      const input = { error: text(ctx.values, 'error')!, retryable: ctx.values['no-retry'] !== true }
-      const task = await ctx.tasks.fail(claimOf(ctx), input)
-      ctx.emit(task, taskLine(task))
+    parse: (values, args) => ({
+      claim: claimOf(values, args),
+      input: { error: text(values, 'error')!, retryable: values['no-retry'] !== true },
+    }),
+    async run(io, { claim, input }) {
+      emitTask(io, await io.tasks.fail(claim, input))
     },
-  },
-  {
+  }),
+  command({
     name: 'task cancel',
     summary: 'cancel a task (its children become blocked)',
     args: ['ID'],
     flags: { reason: { type: 'string', arg: 'R', help: 'recorded in the journal' } },
-    async run({ tasks, values, args: [id], emit }) {
-      const task = await tasks.cancel(id!, { reason: text(values, 'reason') })
-      emit(task, taskLine(task))
+    parse: (values, [id]) => ({ id: id!, reason: text(values, 'reason') }),
+    async run(io, { id, reason }) {
+      emitTask(io, await io.tasks.cancel(id, { reason }))
     },
-  },
-  {
+  }),
+  command({
     name: 'events',
     summary: 'print journal entries, one per line (NDJSON with --json)',
     flags: {
@@ -210,18 +239,21 @@ const COMMANDS: Command[] = [
       follow: { type: 'boolean', help: 'print every entry after SEQ, then keep tailing until SIGINT/SIGTERM' },
       'until-idle': { type: 'string', arg: 'MS', help: 'with --follow: stop after MS without a new entry' },
     },
-    async run(ctx) {
-      const { values, tasks } = ctx
-      const query = { taskId: text(values, 'task'), after: integer(values, 'after') }
-      if (values.follow !== true) {
-        if (values['until-idle'] !== undefined) throw new UsageError('--until-idle needs --follow', 'events')
-        for (const entry of await tasks.events({ ...query, limit: integer(values, 'limit') })) emitEntry(ctx, entry)
-        return
+    parse(values) {
+      const follow = values.follow === true
+      if (!follow && values['until-idle'] !== undefined) throw new UsageError('--until-idle needs --follow', 'events')
+      if (follow && values.limit !== undefined) throw new UsageError('--limit cannot be combined with --follow', 'events')
+      return {
+        query: { taskId: text(values, 'task'), after: integer(values, 'after'), limit: integer(values, 'limit') },
+        follow,
+        idleMs: integer(values, 'until-idle', 0, 2 ** 31 - 1),
       }
-      if (values.limit !== undefined) throw new UsageError('--limit cannot be combined with --follow', 'events')
-      await follow(ctx, query, integer(values, 'until-idle', 0, 2 ** 31 - 1))
     },
-  },
+    async run(io, { query, follow: tail, idleMs }) {
+      if (tail) return follow(io, query, idleMs)
+      for (const entry of await io.tasks.events(query)) emitEntry(io, entry)
+    },
+  }),
 ]
 
 const OUTPUT_RULES = `Output:
@@ -255,12 +287,9 @@ function integer(values: Values, name: string, min = Number.MIN_SAFE_INTEGER, ma
   const value = text(values, name)
   if (value === undefined) return undefined
   const n = Number(value)
-  if (!/^-?\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min || n > max) {
-    throw new InvalidInputError(`--${name} must be an integer${min > Number.MIN_SAFE_INTEGER ? ` from ${min} to ${max}` : ''}, not ${JSON.stringify(value)}`, {
-      field: name,
-    })
-  }
-  return n
+  if (/^\s*-?\d+\s*$/.test(value) && Number.isSafeInteger(n) && n >= min && n <= max) return n
+  const range = min === Number.MIN_SAFE_INTEGER ? '' : ` from ${min} to ${max}`
+  throw new InvalidInputError(`--${name} must be an integer${range}, not ${JSON.stringify(value)}`, { field: name })
 }
 
 function json(values: Values, name: string): Json | undefined {
@@ -274,7 +303,7 @@ function json(values: Values, name: string): Json | undefined {
 }
 
 /** The fence only checks run id and token, so the CLI can rebuild a claim from them. */
-function claimOf({ values, args: [taskId] }: Context): Claim {
+function claimOf(values: Values, [taskId]: string[]): Claim {
   return {
     taskId: taskId!,
     runId: text(values, 'run')!,
@@ -294,15 +323,13 @@ async function allEvents(tasks: TaskBoard, taskId: string): Promise<JournalEntry
   }
 }
 
-function emitEntry(ctx: Context, entry: JournalEntry): void {
-  ctx.emit(entry, eventLine(entry))
-}
+const emitEntry = ({ emit }: Io, entry: JournalEntry) => emit(entry, eventLine(entry))
 
 /**
  * Tail the journal through subscribe(): every entry after `query.after`, then new ones
  * from any process, until SIGINT/SIGTERM, `idleMs` without an entry, or stdout closing.
  */
-async function follow(ctx: Context, query: { taskId?: string; after?: number }, idleMs: number | undefined): Promise<void> {
+async function follow(io: Io, query: { taskId?: string; after?: number }, idleMs: number | undefined): Promise<void> {
   await new Promise<void>((done) => {
     let idle: NodeJS.Timeout | undefined
     const armIdle = () => {
@@ -312,10 +339,10 @@ async function follow(ctx: Context, query: { taskId?: string; after?: number }, 
     }
     // Entries arrive asynchronously (never from inside subscribe), so `stop` and the
     // timers below exist by the time the listener runs; subscribe may throw on bad input.
-    const unsubscribe = ctx.tasks.subscribe(
+    const unsubscribe = io.tasks.subscribe(
       (entry) => {
         if (output.closed) return stop()
-        emitEntry(ctx, entry)
+        emitEntry(io, entry)
         armIdle()
       },
       { taskId: query.taskId, after: query.after ?? 0 },
@@ -336,7 +363,11 @@ async function follow(ctx: Context, query: { taskId?: string; after?: number }, 
 
 // ---- human-readable formatting ----
 
-const iso = (ms: number | null) => (ms === null ? '-' : new Date(ms).toISOString())
+function iso(ms: number): string
+function iso(ms: number | null): string | null
+function iso(ms: number | null): string | null {
+  return ms === null ? null : new Date(ms).toISOString()
+}
 
 const indent = (lines: string[]) => (lines.length === 0 ? ['  (none)'] : lines.map((line) => `  ${line}`))
 
@@ -357,7 +388,7 @@ function taskLine(t: Task): string {
     ['parents', t.parents.length === 0 ? null : t.parents.join(',')],
     ['attempts', t.attempts === 0 ? null : `${t.attempts}/${t.maxAttempts}`],
     ['worker', t.worker],
-    ['retry-at', t.retryAt === null ? null : iso(t.retryAt)],
+    ['retry-at', iso(t.retryAt)],
     ['blocked', t.blockedReason],
     ['error', t.lastError],
   ])
@@ -370,12 +401,12 @@ function taskDetails(t: Task): string {
     ['payload', t.payload === null ? null : JSON.stringify(t.payload)],
     ['idempotency-key', t.idempotencyKey],
     ['run', t.runId],
-    ['lease-until', t.leaseExpiresAt === null ? null : iso(t.leaseExpiresAt)],
+    ['lease-until', iso(t.leaseExpiresAt)],
     ['result', t.result === null ? null : JSON.stringify(t.result)],
     ['summary', t.summary],
     ['created', iso(t.createdAt)],
     ['updated', iso(t.updatedAt)],
-    ['completed', t.completedAt === null ? null : iso(t.completedAt)],
+    ['completed', iso(t.completedAt)],
   ]
   const lines = details.filter(([, value]) => value !== null).map(([key, value]) => `  ${key}: ${value}`)
   return [taskLine(t), ...lines].join('\n')
@@ -386,7 +417,7 @@ function runLine(r: Run): string {
     ['worker', r.worker],
     ['attempt', r.attempt],
     ['started', iso(r.startedAt)],
-    ['ended', r.endedAt === null ? null : iso(r.endedAt)],
+    ['ended', iso(r.endedAt)],
     ['error', r.error],
     ['summary', r.summary],
   ])
@@ -555,7 +586,8 @@ const output = {
   },
 }
 
-async function execute({ command, values, args }: Invocation): Promise<void> {
+/** Open the file, run the command on its parsed input, close the file whatever happens. */
+async function execute(command: Command, input: unknown, values: Values): Promise<void> {
   const path = text(values, 'db') ?? './lockstep.db'
   if (!command.createsDb && path !== ':memory:' && !existsSync(path)) {
     throw new InvalidInputError(`no lockstep database at ${resolve(path)}: run 'lockstep init' first, or pass --db`, {
@@ -570,13 +602,8 @@ async function execute({ command, values, args }: Invocation): Promise<void> {
     // expiries and retries first, so it acts on the board as a long-lived process would
     // see it (a task whose backoff ended is claimable, a lapsed lease is lost).
     await orch.runDueTimers()
-    await command.run({
-      tasks: orch.tasks,
-      orch,
-      values,
-      args,
-      emit: (value, text) => output.line(asJson ? JSON.stringify(value) : text),
-    })
+    const emit = (value: unknown, text: string) => output.line(asJson ? JSON.stringify(value) : text)
+    await command.run({ orch, tasks: orch.tasks, emit }, input)
   } finally {
     await orch.close()
   }
@@ -591,8 +618,9 @@ async function main(argv: string[]): Promise<number> {
       output.line(usage(invocation.help))
       return 0
     }
-    asJson = invocation.values.json === true
-    await execute(invocation)
+    const { command, values, args } = invocation
+    asJson = values.json === true
+    await execute(command, command.parse(values, args), values)
     return 0
   } catch (error) {
     if (error instanceof UsageError) {

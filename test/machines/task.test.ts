@@ -178,6 +178,21 @@ describe('fail and retry', () => {
   })
 })
 
+describe('release', () => {
+  it('the holder gives the task back: ready at once, run released, the attempt not counted', () => {
+    const { next, actions, ctx } = send(running(), { type: 'RELEASE', runId: 'r1', token: 'tok', reason: 'worker stopping' })
+    expect(next.value).toBe('ready')
+    expect(ctx.attempts).toBe(0)
+    expect(only(actions, 'closeRun')[0]!.params).toMatchObject({ runId: 'r1', outcome: 'released', error: 'worker stopping' })
+    expect(only(actions, 'xstate.cancel')[0]!.params).toEqual({ sendId: 'lease' })
+    expect(kinds(actions)).toEqual(['released'])
+  })
+  it('is fenced like complete', () => {
+    const s = running()
+    expect(send(s, { type: 'RELEASE', runId: 'r1', token: 'nope' }).next).toBe(s)
+  })
+})
+
 describe('lease expiry', () => {
   it('a lapsed lease reclaims the task to ready and closes the run as reclaimed', () => {
     const { next, actions } = send(running(), { type: 'LEASE_EXPIRED', runId: 'r1' }, OK, 1_500)

@@ -1,0 +1,287 @@
+/** Worker pools: claim, heartbeat, retry, timeout, cancel, stop/drain, lease loss. */
+import { describe, expect, it } from 'vitest'
+import {
+  createOrchestrator,
+  HandlerTimeoutError,
+  LeaseLostError,
+  NonRetryableError,
+  TaskCancelledError,
+  WorkerStoppedError,
+  type Task,
+} from '../../src/index.js'
+import { open, runProc, sleep, tempDbPath, waitFor } from '../helpers.js'
+
+const statusOf = async (orch: Awaited<ReturnType<typeof open>>, id: string) => (await orch.tasks.get(id))!.status
+
+describe('worker pools', () => {
+  it('runs the handler and commits its result', async () => {
+    const orch = await open()
+    const t = await orch.tasks.create({ title: 't', payload: { n: 2 } })
+    const seen: Array<[Task, number, string]> = []
+    const pool = orch.tasks.work({
+      worker: 'w1',
+      handler: async (task, { attempt, runId }) => {
+        seen.push([task, attempt, runId])
+        return { result: { doubled: (task.payload as { n: number }).n * 2 }, summary: 'done' }
+      },
+    })
+    await waitFor(async () => (await statusOf(orch, t.id)) === 'done')
+    const done = (await orch.tasks.get(t.id))!
+    expect(done).toMatchObject({ result: { doubled: 4 }, summary: 'done' })
+    expect(seen[0]![0].id).toBe(t.id)
+    expect(seen[0]![1]).toBe(1)
+    expect((await orch.tasks.runs(t.id))[0]).toMatchObject({ id: seen[0]![2], worker: 'w1', outcome: 'completed' })
+    await pool.stop()
+  })
+
+  it('a thrown error fails the run and the task is retried with backoff until it succeeds', async () => {
+    const orch = await open({ defaults: { backoffBaseMs: 20 } })
+    const t = await orch.tasks.create({ title: 't', maxAttempts: 3 })
+    const attempts: number[] = []
+    const pool = orch.tasks.work({
+      worker: 'w',
+      handler: async (_task, { attempt }) => {
+        attempts.push(attempt)
+        if (attempt < 3) throw new Error(`transient ${attempt}`)
+        return { summary: 'third time lucky' }
+      },
+    })
+    await waitFor(async () => (await statusOf(orch, t.id)) === 'done')
+    expect(attempts).toEqual([1, 2, 3])
+    const runs = await orch.tasks.runs(t.id)
+    expect(runs.map((r) => [r.outcome, r.error])).toEqual([
+      ['failed', 'transient 1'],
+      ['failed', 'transient 2'],
+      ['completed', null],
+    ])
+    const kinds = (await orch.tasks.events({ taskId: t.id })).map((e) => e.kind)
+    expect(kinds.filter((k) => k === 'retry_scheduled')).toHaveLength(2)
+    await pool.stop()
+  })
+
+  it('a NonRetryableError fails the task at once', async () => {
+    const orch = await open({ defaults: { backoffBaseMs: 10 } })
+    const t = await orch.tasks.create({ title: 't', maxAttempts: 5 })
+    const pool = orch.tasks.work({
+      worker: 'w',
+      handler: async () => {
+        throw new NonRetryableError('bad input, retrying will not help')
+      },
+    })
+    await waitFor(async () => (await statusOf(orch, t.id)) === 'failed')
+    expect((await orch.tasks.get(t.id))!).toMatchObject({ attempts: 1, lastError: 'bad input, retrying will not help' })
+    await pool.stop()
+  })
+
+  it('a handler past timeoutMs is aborted and its run failed; its late result is discarded', async () => {
+    const orch = await open()
+    const t = await orch.tasks.create({ title: 't', maxAttempts: 1 })
+    let reason: unknown
+    const pool = orch.tasks.work({
+      worker: 'w',
+      timeoutMs: 50,
+      handler: async (_task, { signal }) => {
+        await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve()))
+        reason = signal.reason
+        await sleep(30)
+        return { result: 'too late' }
+      },
+    })
+    await waitFor(async () => (await statusOf(orch, t.id)) === 'failed')
+    await waitFor(() => reason)
+    expect(reason).toBeInstanceOf(HandlerTimeoutError)
+    await pool.stop()
+    const task = (await orch.tasks.get(t.id))!
+    expect(task.result).toBeNull()
+    expect(task.lastError).toMatch(/timed out after 50 ms/)
+  })
+
+  it('cancel() of a running task aborts its handler and the result is discarded', async () => {
+    const orch = await open()
+    const t = await orch.tasks.create({ title: 't' })
+    let started = false
+    let reason: unknown
+    const pool = orch.tasks.work({
+      worker: 'w',
+      handler: async (_task, { signal }) => {
+        started = true
+        await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve()))
+        reason = signal.reason
+        return { result: 'ignored' }
+      },
+    })
+    await waitFor(() => started)
+    await orch.tasks.cancel(t.id, { reason: 'user changed their mind' })
+    await waitFor(() => reason)
+    expect(reason).toBeInstanceOf(TaskCancelledError)
+    await pool.stop()
+    expect((await orch.tasks.get(t.id))!).toMatchObject({ status: 'cancelled', result: null })
+    expect((await orch.tasks.runs(t.id)).map((r) => r.outcome)).toEqual(['cancelled'])
+  })
+
+  it('a lost lease aborts the handler and its eventual result is never committed', async () => {
+    const orch = await open()
+    const t = await orch.tasks.create({ title: 't' })
+    let reason: unknown
+    // Heartbeats far apart: the 80 ms lease lapses while the handler runs.
+    const pool = orch.tasks.work({
+      worker: 'frozen',
+      leaseMs: 80,
+      heartbeatMs: 60_000,
+      handler: async (_task, { signal }) => {
+        await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve()))
+        reason = signal.reason
+        return { result: 'stale' }
+      },
+    })
+    await waitFor(() => reason)
+    expect(reason).toBeInstanceOf(LeaseLostError)
+    await pool.stop({ timeoutMs: 0 })
+    const runs = await orch.tasks.runs(t.id)
+    expect(runs[0]).toMatchObject({ worker: 'frozen', outcome: 'reclaimed' })
+    expect(runs.some((r) => r.outcome === 'completed' && r.worker === 'frozen')).toBe(false)
+    expect((await orch.tasks.get(t.id))!.result).toBeNull()
+  })
+
+  it('heartbeats keep a long handler alive past its lease', async () => {
+    const orch = await open()
+    const t = await orch.tasks.create({ title: 't' })
+    const pool = orch.tasks.work({
+      worker: 'w',
+      leaseMs: 300,
+      heartbeatMs: 50,
+      handler: async () => {
+        await sleep(1_000)
+        return { summary: 'slow but alive' }
+      },
+    })
+    await waitFor(async () => (await statusOf(orch, t.id)) === 'done')
+    expect((await orch.tasks.runs(t.id)).map((r) => r.outcome)).toEqual(['completed'])
+    await pool.stop()
+  })
+
+  it('never runs more handlers than its concurrency, and works through every task', async () => {
+    const orch = await open()
+    for (let i = 0; i < 30; i++) await orch.tasks.create({ title: `t${i}` })
+    let running = 0
+    let peak = 0
+    const pool = orch.tasks.work({
+      worker: 'w',
+      concurrency: 4,
+      handler: async () => {
+        peak = Math.max(peak, ++running)
+        await sleep(5)
+        running--
+      },
+    })
+    await waitFor(async () => (await orch.tasks.list({ status: 'done', limit: 100 })).length === 30)
+    expect(peak).toBe(4)
+    // Never more claims than slots: at most `concurrency` tasks were ever running at once.
+    const maxRunning = Math.max(
+      ...(await orch.tasks.events({ limit: 10_000 })).reduce(
+        (acc, e) => {
+          const last = acc[acc.length - 1]!
+          acc.push(last + (e.kind === 'claimed' ? 1 : e.kind === 'completed' ? -1 : 0))
+          return acc
+        },
+        [0],
+      ),
+    )
+    expect(maxRunning).toBe(4)
+    await pool.stop()
+  })
+
+  it('stop() lets running handlers finish, then resolves; nothing more is claimed', async () => {
+    const orch = await open()
+    const a = await orch.tasks.create({ title: 'a' })
+    let release!: () => void
+    const gate = new Promise<void>((r) => (release = r))
+    let started = false
+    const pool = orch.tasks.work({
+      worker: 'w',
+      handler: async () => {
+        started = true
+        await gate
+        return { summary: 'finished during drain' }
+      },
+    })
+    await waitFor(() => started)
+    const b = await orch.tasks.create({ title: 'b' })
+    const stopping = pool.stop({ timeoutMs: 5_000 })
+    setTimeout(release, 50)
+    await stopping
+    expect(await statusOf(orch, a.id)).toBe('done')
+    expect(await statusOf(orch, b.id)).toBe('ready')
+    expect(pool.active).toBe(0)
+  })
+
+  it('stop() past its timeout aborts the handler and releases the task at once (not after the lease)', async () => {
+    const orch = await open()
+    const t = await orch.tasks.create({ title: 't', maxAttempts: 1 })
+    let reason: unknown
+    const pool = orch.tasks.work({
+      worker: 'w',
+      leaseMs: 60_000,
+      handler: async (_task, { signal }) => {
+        await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve()))
+        reason = signal.reason
+      },
+    })
+    await waitFor(async () => (await statusOf(orch, t.id)) === 'running')
+    await pool.stop({ timeoutMs: 20 })
+    expect(reason).toBeInstanceOf(WorkerStoppedError)
+    const task = (await orch.tasks.get(t.id))!
+    // Ready again immediately, and the released attempt does not use up maxAttempts: 1.
+    expect(task).toMatchObject({ status: 'ready', attempts: 0 })
+    expect((await orch.tasks.runs(t.id)).map((r) => r.outcome)).toEqual(['released'])
+  })
+
+  it('picks up a task the moment it becomes ready in this process (no polling)', async () => {
+    const orch = await open()
+    const parent = await orch.tasks.create({ title: 'parent', assignee: 'human' })
+    const child = await orch.tasks.create({ title: 'child', assignee: 'bot', parents: [parent.id] })
+    const pool = orch.tasks.work({ worker: 'bot-1', assignee: 'bot', idlePollMs: 600_000, handler: async () => {} })
+    await sleep(50) // the pool is idle now, and its safety poll is ten minutes away
+    await orch.tasks.complete((await orch.tasks.claim(parent.id, { worker: 'human' }))!)
+    await waitFor(async () => (await statusOf(orch, child.id)) === 'done', 5_000)
+    await pool.stop()
+  })
+
+  it('handles a task created by another process, noticed through the journal', async () => {
+    const path = tempDbPath()
+    const orch = await createOrchestrator({ path, pollMs: 10 })
+    const handled: string[] = []
+    const pool = orch.tasks.work({
+      worker: 'in-A',
+      idlePollMs: 600_000,
+      handler: async (task) => {
+        handled.push(task.title)
+      },
+    })
+    await sleep(50)
+    const out = await runProc('create-one.mjs', [path, 'made in process B'])
+    const id = JSON.parse(out.stdout).id
+    await waitFor(async () => (await orch.tasks.get(id))!.status === 'done', 5_000)
+    expect(handled).toEqual(['made in process B'])
+    await orch.close() // also stops the pool
+    expect(pool.active).toBe(0)
+  })
+
+  it('a handler returning a non-JSON result fails the task without retrying', async () => {
+    const orch = await open()
+    const t = await orch.tasks.create({ title: 't', maxAttempts: 3 })
+    const pool = orch.tasks.work({ worker: 'w', handler: async () => ({ result: { when: new Date() } as never }) })
+    await waitFor(async () => (await statusOf(orch, t.id)) === 'failed')
+    expect((await orch.tasks.get(t.id))!.lastError).toMatch(/handler returned an invalid result/)
+    await pool.stop()
+  })
+
+  it('rejects bad options with INVALID_INPUT', async () => {
+    const orch = await open()
+    expect(() => orch.tasks.work({ worker: '', handler: async () => {} })).toThrow(expect.objectContaining({ code: 'INVALID_INPUT' }))
+    expect(() => orch.tasks.work({ worker: 'w' } as never)).toThrow(expect.objectContaining({ code: 'INVALID_INPUT' }))
+    expect(() => orch.tasks.work({ worker: 'w', concurrency: 0, handler: async () => {} })).toThrow(
+      expect.objectContaining({ code: 'INVALID_INPUT' }),
+    )
+  })
+})
