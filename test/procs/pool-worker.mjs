@@ -1,0 +1,31 @@
+// A worker-pool process for the chaos test: runs `orch.tasks.work` until every task of
+// the board is done (or it is killed). Prints a heartbeat line per completed handler so
+// the parent can kill it mid-run.
+// usage: node pool-worker.mjs <db> <worker> <concurrency> <leaseMs>
+import { createOrchestrator } from '../../dist/src/index.js'
+
+const [db, worker, concurrency, leaseMs] = process.argv.slice(2)
+const orch = await createOrchestrator({ path: db, pollMs: 20 })
+let handled = 0
+const pool = orch.tasks.work({
+  worker,
+  concurrency: Number(concurrency),
+  leaseMs: Number(leaseMs),
+  heartbeatMs: Math.floor(Number(leaseMs) / 4),
+  idlePollMs: 200,
+  handler: async (task) => {
+    await new Promise((r) => setTimeout(r, Math.random() * 4))
+    handled++
+    if (handled % 50 === 0) process.stdout.write(`progress ${handled}\n`)
+    return { result: { by: worker }, summary: task.title }
+  },
+})
+const deadline = Date.now() + 100_000
+for (;;) {
+  const open = (await orch.tasks.list({ status: 'todo', limit: 1 })).length + (await orch.tasks.list({ status: 'ready', limit: 1 })).length + (await orch.tasks.list({ status: 'running', limit: 1 })).length
+  if (open === 0 || Date.now() > deadline) break
+  await new Promise((r) => setTimeout(r, 100))
+}
+await pool.stop({ timeoutMs: 5_000 })
+await orch.close()
+process.stdout.write(`done ${handled}\n`)
