@@ -167,6 +167,7 @@ export const taskMachine = setup({
     // Durable effects: interpreted by the runtime inside the step's transaction.
     journal: (_, _params: { kinds: JournalKind[] }) => {},
     openRun: (_, _params: { runId: string; worker: string; attempt: number; leaseExpiresAt: number }) => {},
+    extendRun: (_, _params: { runId: string; leaseExpiresAt: number }) => {},
     closeRun: (
       _,
       _params: {
@@ -347,6 +348,10 @@ export const taskMachine = setup({
               const leaseMs = e.leaseMs ?? context.leaseMs
               return { leaseMs, leaseExpiresAt: e.at + leaseMs }
             }),
+            {
+              type: 'extendRun',
+              params: ({ context }) => ({ runId: context.runId!, leaseExpiresAt: context.leaseExpiresAt! }),
+            },
             // Same id: the runtime replaces the lease timer row.
             raise(({ context }) => ({ type: 'LEASE_EXPIRED', runId: context.runId }) as never, {
               id: 'lease',

@@ -35,17 +35,25 @@ export interface StepInfo {
   version: number
 }
 
-/** How a family of actors (tasks, sessions, ...) is persisted. */
+/**
+ * How a family of actors (tasks, sessions, ...) is persisted. Each kind owns a table with
+ * the standard actor columns (id, machine_id, machine_version, state, snapshot, version,
+ * created_at, updated_at) and its own projection columns, so one UPDATE per step writes
+ * the snapshot and what queries need together.
+ */
 export interface ActorKind {
   machineId: string
   machineVersion: number
   machine: AnyStateMachine
+  table: string
+  /** Projection columns of `table`, set by every accepted step from `project()`. */
+  projection: readonly string[]
   /** What the guards need from other rows, read inside the transaction. */
   facts?(tx: StepTx, actorId: string, event: StepEvent): unknown
   /** Durable actions by action type, applied inside the transaction. */
   effects: Record<string, (tx: StepTx, step: StepInfo, params: any) => void>
-  /** Update the kind's query tables after every accepted step. */
-  project(tx: StepTx, step: StepInfo): void
+  /** Values of `projection`, in order, after an accepted step. */
+  project(step: StepInfo): unknown[]
   /** The run id a journal entry belongs to, if any. */
   runIdOf?(step: StepInfo): string | null
 }
@@ -75,6 +83,18 @@ export interface StepResult {
   snapshot: AnyMachineSnapshot
   version: number
   journal: JournalEntry[]
+}
+
+interface RegisteredKind extends ActorKind {
+  /** One reusable inert actor scope per machine (see register()). */
+  scope: AnyActorScope
+  /** Where that scope's executor records the actions of the current transition. */
+  actions: MachineAction[]
+  statements: {
+    row: ReturnType<Db['prepare']>
+    snapshot: ReturnType<Db['prepare']>
+    update: { run(...params: unknown[]): { changes: number } }
+  }
 }
 
 interface CachedSnapshot {
@@ -108,7 +128,7 @@ export class StepTx {
   readonly cacheUpdates = new Map<string, CachedSnapshot>()
   /** The earliest due time of the timers this transaction scheduled. */
   earliestTimerDue: number | null = null
-  private readonly queue: Array<{ actorId: string; event: StepEvent }> = []
+  private readonly queue: Array<{ machineId: string; actorId: string; event: StepEvent }> = []
   private steps = 0
 
   constructor(
@@ -118,8 +138,8 @@ export class StepTx {
   ) {}
 
   /** Queue an event for another actor; it is stepped later in this same transaction. */
-  enqueue(actorId: string, event: Omit<StepEvent, 'at'> & { at?: number }): void {
-    this.queue.push({ actorId, event: { ...event, at: event.at ?? this.now } as StepEvent })
+  enqueue(machineId: string, actorId: string, event: Omit<StepEvent, 'at'> & { at?: number }): void {
+    this.queue.push({ machineId, actorId, event: { ...event, at: event.at ?? this.now } as StepEvent })
   }
 
   /** @internal */
@@ -132,7 +152,7 @@ export class StepTx {
   /** @internal Step every queued cross-actor event, in order. */
   drain(): void {
     for (let next = this.queue.shift(); next; next = this.queue.shift()) {
-      this.kernel.stepInTx(this, next.actorId, next.event)
+      this.kernel.stepInTx(this, next.machineId, next.actorId, next.event)
     }
   }
 }
@@ -154,8 +174,7 @@ export interface KernelOptions {
 
 export class Kernel {
   readonly now: () => number
-  private readonly kinds = new Map<string, ActorKind>()
-  private readonly scopes = new Map<string, { scope: AnyActorScope; actions: MachineAction[] }>()
+  private readonly kinds = new Map<string, RegisteredKind>()
   private readonly cache = new Map<string, CachedSnapshot>()
   private readonly cacheSize: number
   private readonly busyRetryMs: number
@@ -173,7 +192,6 @@ export class Kernel {
   }
 
   register(kind: ActorKind): void {
-    this.kinds.set(kind.machineId, kind)
     // `xstate.transition()` builds a throwaway actor on every call (~0.1 ms); one
     // reusable inert scope per machine makes a step ~10x cheaper. The scope never runs
     // anything: the executor only records the actions as data.
@@ -192,10 +210,20 @@ export class Kernel {
         actions.push(action)
       },
     } as unknown as AnyActorScope
-    this.scopes.set(kind.machineId, { scope, actions })
+    const t = kind.table
+    const statements = {
+      row: this.db.prepare(`SELECT machine_id, machine_version, version, state FROM ${t} WHERE id = ?`),
+      snapshot: this.db.prepare(`SELECT snapshot FROM ${t} WHERE id = ?`),
+      update: this.db.prepare<unknown[]>(
+        `UPDATE ${t} SET machine_id = ?, machine_version = ?, state = ?, snapshot = ?, version = version + 1, updated_at = ?
+           ${kind.projection.map((column) => `, ${column} = ?`).join('')}
+         WHERE id = ? AND version = ?`,
+      ),
+    }
+    this.kinds.set(kind.machineId, { ...kind, scope, actions, statements })
   }
 
-  kind(machineId: string): ActorKind {
+  private kind(machineId: string): RegisteredKind {
     const kind = this.kinds.get(machineId)
     if (!kind) throw new Error(`no actor kind registered for machine ${machineId}`)
     return kind
@@ -240,10 +268,13 @@ export class Kernel {
     for (const listener of this.commitListeners) listener(commit)
   }
 
-  /** Create an actor and apply its first event, inside `tx`. */
+  /**
+   * Start an actor and apply its first event, inside `tx`. The kind has already inserted
+   * its row (static columns, version 0); this step fills in the snapshot.
+   */
   createInTx(tx: StepTx, machineId: string, actorId: string, input: unknown, event: Omit<StepEvent, 'at'>): StepResult {
     const kind = this.kind(machineId)
-    const { scope, actions } = this.scopes.get(machineId)!
+    const { scope, actions } = kind
     actions.length = 0
     const initial = kind.machine.getInitialSnapshot(scope, input)
     const initialActions = actions.splice(0)
@@ -252,25 +283,17 @@ export class Kernel {
   }
 
   /** Send an event to an existing actor inside `tx`; queued cross-actor events run at the end of the transaction. */
-  stepInTx(tx: StepTx, actorId: string, event: Omit<StepEvent, 'at'> & { at?: number }): StepResult | null {
-    const row = this.statements.actor.get(actorId) as ActorRow | undefined
+  stepInTx(tx: StepTx, machineId: string, actorId: string, event: Omit<StepEvent, 'at'> & { at?: number }): StepResult | null {
+    const kind = this.kind(machineId)
+    const row = kind.statements.row.get(actorId) as ActorRow | undefined
     if (!row) return null
-    const kind = this.kind(row.machine_id)
     const before = this.restore(tx, kind, actorId, row)
     const stamped = { ...event, at: event.at ?? tx.now } as StepEvent
     return this.apply(tx, kind, actorId, before, row.version, stamped, [], false)
   }
 
-  /** The snapshot of an actor as of the last commit (read outside any transaction). */
-  read(actorId: string): { snapshot: AnyMachineSnapshot; version: number; machineId: string } | null {
-    const row = this.statements.actor.get(actorId) as ActorRow | undefined
-    if (!row) return null
-    const kind = this.kind(row.machine_id)
-    return { snapshot: this.restore(null, kind, actorId, row), version: row.version, machineId: row.machine_id }
-  }
-
-  private restore(tx: StepTx | null, kind: ActorKind, actorId: string, row: ActorRow): AnyMachineSnapshot {
-    const pending = tx?.cacheUpdates.get(actorId)
+  private restore(tx: StepTx, kind: RegisteredKind, actorId: string, row: ActorRow): AnyMachineSnapshot {
+    const pending = tx.cacheUpdates.get(actorId)
     if (pending && pending.version === row.version) return pending.snapshot
     const cached = this.cache.get(actorId)
     if (cached && cached.version === row.version) return cached.snapshot
@@ -281,22 +304,20 @@ export class Kernel {
         { machineId: row.machine_id, machineVersion: row.machine_version },
       )
     }
-    const { snapshot: json } = this.statements.snapshot.get(actorId) as { snapshot: string }
-    const { scope } = this.scopes.get(kind.machineId)!
+    const { snapshot: json } = kind.statements.snapshot.get(actorId) as { snapshot: string }
     let snapshot: AnyMachineSnapshot
     try {
-      snapshot = kind.machine.restoreSnapshot(JSON.parse(json), scope) as AnyMachineSnapshot
+      snapshot = kind.machine.restoreSnapshot(JSON.parse(json), kind.scope) as AnyMachineSnapshot
       if (stateName(snapshot.value) !== row.state) throw new Error(`restored state ${stateName(snapshot.value)} is not the recorded ${row.state}`)
     } catch (error) {
       throw new SnapshotIncompatibleError(actorId, `cannot restore snapshot: ${(error as Error).message}`)
     }
-    if (!tx) this.cache.set(actorId, { version: row.version, snapshot })
     return snapshot
   }
 
   private apply(
     tx: StepTx,
-    kind: ActorKind,
+    kind: RegisteredKind,
     actorId: string,
     before: AnyMachineSnapshot,
     version: number,
@@ -306,7 +327,7 @@ export class Kernel {
   ): StepResult {
     tx.countStep()
     if (kind.facts) event = { ...event, facts: kind.facts(tx, actorId, event) }
-    const { scope, actions } = this.scopes.get(kind.machineId)!
+    const { scope, actions } = kind
     actions.length = 0
     const after = kind.machine.transition(before, event, scope) as AnyMachineSnapshot
     const stepActions = [...initialActions, ...actions.splice(0)]
@@ -322,17 +343,21 @@ export class Kernel {
     const nextVersion = version + 1
     const stateAfter = stateName(after.value)
     const persisted = JSON.stringify(kind.machine.getPersistedSnapshot(after))
-    if (isNew) {
-      this.statements.insertActor.run(actorId, kind.machineId, kind.machineVersion, stateAfter, persisted, tx.now, tx.now)
-    } else {
-      const changed = this.statements.updateActor.run(stateAfter, persisted, tx.now, actorId, version).changes
-      // Cannot happen under the write lock; if it does, the transaction must not commit.
-      if (changed !== 1) throw new Error(`actor ${actorId} changed under the write lock`)
-    }
+    const step: StepInfo = { actorId, event, before: isNew ? null : before, after, version: nextVersion }
+    const changed = kind.statements.update.run(
+      kind.machineId,
+      kind.machineVersion,
+      stateAfter,
+      persisted,
+      tx.now,
+      ...kind.project(step),
+      actorId,
+      version,
+    ).changes
+    // Cannot happen under the write lock; if it does, the transaction must not commit.
+    if (changed !== 1) throw new Error(`${kind.table} row ${actorId} is not at version ${version}`)
     tx.cacheUpdates.set(actorId, { version: nextVersion, snapshot: after })
 
-    const step: StepInfo = { actorId, event, before: isNew ? null : before, after, version: nextVersion }
-    kind.project(tx, step)
     const runId = kind.runIdOf?.(step) ?? null
     const { facts: _facts, ...eventRecord } = event
     const eventJson = JSON.stringify(eventRecord)
@@ -373,7 +398,7 @@ export class Kernel {
         if (typeof params.delay !== 'number') continue // an internal raise, already processed
         if (!params.id) throw new Error(`${kind.machineId}: delayed raise without an id cannot be persisted`)
         const due = event.at + params.delay
-        this.statements.upsertTimer.run(actorId, params.id, due, JSON.stringify(params.event))
+        this.statements.upsertTimer.run(actorId, params.id, kind.machineId, due, JSON.stringify(params.event))
         if (tx.earliestTimerDue === null || due < tx.earliestTimerDue) tx.earliestTimerDue = due
         continue
       }
@@ -406,12 +431,13 @@ export class Kernel {
       const due = this.statements.dueTimers.all(tx.now, limit) as Array<{
         actor_id: string
         timer_id: string
+        machine_id: string
         due_at: number
         event: string
       }>
       for (const timer of due) {
         this.statements.deleteTimer.run(timer.actor_id, timer.timer_id)
-        this.stepInTx(tx, timer.actor_id, { ...JSON.parse(timer.event), at: tx.now })
+        this.stepInTx(tx, timer.machine_id, timer.actor_id, { ...JSON.parse(timer.event), at: tx.now })
       }
       return due.length
     })
@@ -428,25 +454,18 @@ function journalKinds(actions: MachineAction[]): string[] {
 
 function prepareStatements(db: Db) {
   return {
-    actor: db.prepare('SELECT machine_id, machine_version, version, state FROM actors WHERE id = ?'),
-    snapshot: db.prepare('SELECT snapshot FROM actors WHERE id = ?'),
-    insertActor: db.prepare(
-      `INSERT INTO actors (id, machine_id, machine_version, state, snapshot, version, created_at, updated_at)
-       VALUES (?, ?, ?, ?, ?, 1, ?, ?)`,
-    ),
-    updateActor: db.prepare(
-      'UPDATE actors SET state = ?, snapshot = ?, version = version + 1, updated_at = ? WHERE id = ? AND version = ?',
-    ),
     insertJournal: db.prepare(
       `INSERT INTO journal (actor_id, kind, event_type, event, state_before, state_after, run_id, actor_version, at)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     ),
     upsertTimer: db.prepare(
-      `INSERT INTO timers (actor_id, timer_id, due_at, event) VALUES (?, ?, ?, ?)
+      `INSERT INTO timers (actor_id, timer_id, machine_id, due_at, event) VALUES (?, ?, ?, ?, ?)
        ON CONFLICT (actor_id, timer_id) DO UPDATE SET due_at = excluded.due_at, event = excluded.event`,
     ),
     deleteTimer: db.prepare('DELETE FROM timers WHERE actor_id = ? AND timer_id = ?'),
     nextTimer: db.prepare('SELECT due_at FROM timers ORDER BY due_at LIMIT 1'),
-    dueTimers: db.prepare('SELECT actor_id, timer_id, due_at, event FROM timers WHERE due_at <= ? ORDER BY due_at LIMIT ?'),
+    dueTimers: db.prepare(
+      'SELECT actor_id, timer_id, machine_id, due_at, event FROM timers WHERE due_at <= ? ORDER BY due_at LIMIT ?',
+    ),
   }
 }

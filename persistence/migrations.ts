@@ -15,21 +15,8 @@ export interface Migration {
 export const MIGRATIONS: readonly Migration[] = [
   {
     version: 1,
-    name: 'actors, journal, timers, tasks, links, runs',
+    name: 'journal, timers, tasks, links, runs',
     sql: `
-      -- Every machine-driven actor: its persisted XState snapshot and a version that
-      -- increments on every committed step.
-      CREATE TABLE actors (
-        id              TEXT PRIMARY KEY,
-        machine_id      TEXT NOT NULL,
-        machine_version INTEGER NOT NULL,
-        state           TEXT NOT NULL,
-        snapshot        TEXT NOT NULL,
-        version         INTEGER NOT NULL,
-        created_at      INTEGER NOT NULL,
-        updated_at      INTEGER NOT NULL
-      );
-
       -- The event log: one row per journal kind of every accepted event, in commit order.
       CREATE TABLE journal (
         seq          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -47,17 +34,24 @@ export const MIGRATIONS: readonly Migration[] = [
 
       -- Durable timers (XState delayed raises): delivered by any open orchestrator.
       CREATE TABLE timers (
-        actor_id TEXT NOT NULL,
-        timer_id TEXT NOT NULL,
+        actor_id   TEXT NOT NULL,
+        timer_id   TEXT NOT NULL,
+        machine_id TEXT NOT NULL,
         due_at   INTEGER NOT NULL,
         event    TEXT NOT NULL,
         PRIMARY KEY (actor_id, timer_id)
       ) WITHOUT ROWID;
       CREATE INDEX timers_due ON timers (due_at);
 
-      -- Projection of task actors, for queries and claimNext; written by the same step.
+      -- Task actors. The standard actor columns (machine_id .. version) hold the persisted
+      -- XState snapshot; the rest is its projection for queries and claimNext. The
+      -- committed step writes both with one UPDATE.
       CREATE TABLE tasks (
-        id               TEXT PRIMARY KEY REFERENCES actors (id) DEFERRABLE INITIALLY DEFERRED,
+        id               TEXT PRIMARY KEY,
+        machine_id       TEXT NOT NULL,
+        machine_version  INTEGER NOT NULL,
+        snapshot         TEXT NOT NULL,
+        version          INTEGER NOT NULL,
         title            TEXT NOT NULL,
         body             TEXT,
         assignee         TEXT,
@@ -66,8 +60,8 @@ export const MIGRATIONS: readonly Migration[] = [
         payload          TEXT,
         idempotency_key  TEXT UNIQUE,
         max_attempts     INTEGER NOT NULL,
-        status           TEXT NOT NULL,
         state            TEXT NOT NULL,
+        status           TEXT NOT NULL,
         attempts         INTEGER NOT NULL DEFAULT 0,
         run_id           TEXT,
         worker           TEXT,

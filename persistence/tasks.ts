@@ -16,7 +16,7 @@ import {
   type TaskStatus,
 } from '../machines/task.js'
 import type { Db } from './connection.js'
-import { stateName, type ActorKind, type StepInfo, type StepTx } from './kernel.js'
+import { stateName, type ActorKind, type StepInfo } from './kernel.js'
 
 export interface TaskRow {
   id: string
@@ -82,7 +82,25 @@ export interface TaskFilter {
   after?: string
 }
 
-const TASK_COLUMNS = `t.*, (SELECT json_group_array(parent_id) FROM task_links WHERE child_id = t.id) AS parents`
+// Everything but the snapshot (the machine's business, not the reader's).
+const TASK_COLUMNS = `t.id, t.title, t.body, t.assignee, t.tenant, t.priority, t.payload, t.idempotency_key,
+  t.max_attempts, t.status, t.state, t.attempts, t.run_id, t.worker, t.lease_expires_at, t.retry_at,
+  t.blocked_reason, t.blocked_by, t.last_error, t.result, t.summary, t.created_at, t.updated_at, t.completed_at,
+  (SELECT json_group_array(parent_id) FROM task_links WHERE child_id = t.id) AS parents`
+
+/** Projection columns, in the order `project()` returns their values. */
+const PROJECTION = [
+  'status',
+  'attempts',
+  'run_id',
+  'worker',
+  'lease_expires_at',
+  'retry_at',
+  'blocked_reason',
+  'blocked_by',
+  'last_error',
+  'completed_at',
+] as const
 
 /** Statements prepared once per connection. */
 export class TaskQueries {
@@ -91,16 +109,11 @@ export class TaskQueries {
   constructor(readonly db: Db) {
     this.s = {
       insertTask: db.prepare(
-        `INSERT INTO tasks (id, title, body, assignee, tenant, priority, payload, idempotency_key, max_attempts,
-                            status, state, created_at, updated_at)
-         VALUES (@id, @title, @body, @assignee, @tenant, @priority, @payload, @idempotencyKey, @maxAttempts,
-                 'todo', 'created', @now, @now)`,
-      ),
-      project: db.prepare(
-        `UPDATE tasks SET status = ?, state = ?, attempts = ?, run_id = ?, worker = ?, lease_expires_at = ?,
-                          retry_at = ?, blocked_reason = ?, blocked_by = ?, last_error = ?, completed_at = ?,
-                          updated_at = ?
-         WHERE id = ?`,
+        // Version 0 and an empty snapshot: the creating step (kernel.createInTx) fills them in.
+        `INSERT INTO tasks (id, machine_id, machine_version, snapshot, version, title, body, assignee, tenant, priority,
+                            payload, idempotency_key, max_attempts, state, status, created_at, updated_at)
+         VALUES (@id, '${TASK_MACHINE_ID}', ${TASK_MACHINE_VERSION}, '{}', 0, @title, @body, @assignee, @tenant, @priority,
+                 @payload, @idempotencyKey, @maxAttempts, 'created', 'todo', @now, @now)`,
       ),
       parentFacts: db.prepare(
         `SELECT p.id, p.status, p.completed_at FROM task_links l JOIN tasks p ON p.id = l.parent_id WHERE l.child_id = ?`,
@@ -250,14 +263,15 @@ export class TaskQueries {
       machineId: TASK_MACHINE_ID,
       machineVersion: TASK_MACHINE_VERSION,
       machine: taskMachine,
+      table: 'tasks',
+      projection: PROJECTION,
       facts: (_tx, actorId, event) => this.parentFacts(actorId, event),
-      project: (tx: StepTx, step: StepInfo) => {
+      project: (step: StepInfo): unknown[] => {
         const c = context(step.after)
         const state = stateName(step.after.value) as TaskState
         const running = state === 'running'
-        s.project.run(
+        return [
           TASK_STATE_STATUS[state],
-          state,
           c.attempts,
           running ? c.runId : null,
           running ? c.worker : null,
@@ -267,17 +281,17 @@ export class TaskQueries {
           c.blockedByParent,
           c.lastError,
           c.completedAt,
-          tx.now,
-          step.actorId,
-        )
-        // A heartbeat extends the run's recorded lease too, so runs() tells the truth.
-        if (step.event.type === 'HEARTBEAT' && running) s.extendRun.run(c.leaseExpiresAt, step.actorId, c.runId)
+        ]
       },
       runIdOf: (step) => {
         if (typeof step.event.runId === 'string') return step.event.runId
         return step.before && stateName(step.before.value) === 'running' ? context(step.before).runId : null
       },
       effects: {
+        // A heartbeat extends the run's recorded lease too, so runs() tells the truth.
+        extendRun: (_tx, step, p: { runId: string; leaseExpiresAt: number }) => {
+          s.extendRun.run(p.leaseExpiresAt, step.actorId, p.runId)
+        },
         openRun: (tx, step, p: { runId: string; worker: string; attempt: number; leaseExpiresAt: number }) => {
           s.openRun.run(step.actorId, p.runId, p.worker, p.attempt, step.event.at, p.leaseExpiresAt)
         },
@@ -309,15 +323,15 @@ export class TaskQueries {
         },
         // Only this task's own children are looked at: no board scan.
         promoteChildren: (tx, step) => {
-          for (const child of this.childIds(step.actorId)) tx.enqueue(child, { type: 'PARENT_DONE', parentId: step.actorId })
+          for (const child of this.childIds(step.actorId)) tx.enqueue(TASK_MACHINE_ID, child, { type: 'PARENT_DONE', parentId: step.actorId })
         },
         blockChildren: (tx, step, p: { status: string }) => {
           for (const child of this.childIds(step.actorId)) {
-            tx.enqueue(child, { type: 'PARENT_FAILED', parentId: step.actorId, parentStatus: p.status })
+            tx.enqueue(TASK_MACHINE_ID, child, { type: 'PARENT_FAILED', parentId: step.actorId, parentStatus: p.status })
           }
         },
         restoreChildren: (tx, step) => {
-          for (const child of this.childIds(step.actorId)) tx.enqueue(child, { type: 'PARENT_RESTORED', parentId: step.actorId })
+          for (const child of this.childIds(step.actorId)) tx.enqueue(TASK_MACHINE_ID, child, { type: 'PARENT_RESTORED', parentId: step.actorId })
         },
       },
     }

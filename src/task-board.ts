@@ -164,15 +164,13 @@ export class SqliteTaskBoard implements TaskBoard {
       tenant: v.optionalString(o.tenant, 'tenant') ?? undefined,
     }
     return this.write((tx) => {
-      // Candidates the gate refuses are demoted inside this same transaction, so the
-      // loop always makes progress and ends.
+      // A candidate the gate refuses is demoted inside this same transaction, so the loop
+      // always makes progress and ends. One candidate per query: the first nearly always wins.
       for (;;) {
-        const candidates = this.q.readyCandidates(filter, 8)
-        if (candidates.length === 0) return null
-        for (const id of candidates) {
-          const claim = this.tryClaim(tx, id, worker, leaseMs)
-          if (claim) return claim
-        }
+        const [id] = this.q.readyCandidates(filter, 1)
+        if (id === undefined) return null
+        const claim = this.tryClaim(tx, id, worker, leaseMs)
+        if (claim) return claim
       }
     })
   }
@@ -393,7 +391,7 @@ export class SqliteTaskBoard implements TaskBoard {
   }
 
   private send(tx: StepTx, id: string, event: Command): StepResult {
-    const step = this.kernel.stepInTx(tx, id, event)
+    const step = this.kernel.stepInTx(tx, TASK_MACHINE_ID, id, event)
     if (!step) throw new TaskNotFoundError(id)
     return step
   }

@@ -39,10 +39,10 @@ export function tableCounts(path: string): Record<string, number> {
   const db = new Database(path, { readonly: true })
   try {
     const counts: Record<string, number> = {}
-    for (const table of ['actors', 'tasks', 'task_links', 'runs', 'journal', 'timers']) {
+    for (const table of ['tasks', 'task_links', 'runs', 'journal', 'timers']) {
       counts[table] = (db.prepare(`SELECT COUNT(*) AS n FROM ${table}`).get() as { n: number }).n
     }
-    counts.changes = (db.prepare('SELECT COALESCE(SUM(version), 0) AS n FROM actors').get() as { n: number }).n
+    counts.changes = (db.prepare('SELECT COALESCE(SUM(version), 0) AS n FROM tasks').get() as { n: number }).n
     return counts
   } finally {
     db.close()

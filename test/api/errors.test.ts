@@ -156,7 +156,7 @@ describe('the other codes', () => {
     const t = await orch.tasks.create({ title: 't' })
     await orch.close()
     const db = new Database(path)
-    db.prepare('UPDATE actors SET machine_version = 99 WHERE id = ?').run(t.id)
+    db.prepare('UPDATE tasks SET machine_version = 99 WHERE id = ?').run(t.id)
     db.close()
     const reopened = await createOrchestrator({ path })
     const before = tableCounts(path)
