@@ -157,6 +157,16 @@ type E<T extends TaskEventType> = Extract<TaskEvent, { type: T }>
 
 const j = (...kinds: JournalKind[]) => ({ type: 'journal' as const, params: { kinds } })
 
+/** A task that is not claimable anyway (todo, backoff) takes any parent; a failed one blocks it. */
+const LINK_WHILE_WAITING = [
+  {
+    guard: 'hasFailedParent' as const,
+    target: 'blocked' as const,
+    actions: [insertLink(), 'blockByParent' as const, j('linked', 'blocked')],
+  },
+  { actions: [insertLink(), j('linked')] },
+]
+
 export const taskMachine = setup({
   types: {
     context: {} as TaskContext,
@@ -257,14 +267,7 @@ export const taskMachine = setup({
       on: {
         PARENT_DONE: { guard: 'allParentsDone', target: 'ready', actions: j('promoted') },
         PARENT_FAILED: { target: 'blocked', actions: ['blockByParent', j('blocked')] },
-        LINK: [
-          {
-            guard: 'hasFailedParent',
-            target: 'blocked',
-            actions: [insertLink(), 'blockByParent', j('linked', 'blocked')],
-          },
-          { actions: [insertLink(), j('linked')] },
-        ],
+        LINK: LINK_WHILE_WAITING,
         UNLINK: [
           { guard: 'allParentsDone', target: 'ready', actions: [deleteLink(), j('unlinked', 'promoted')] },
           { actions: [deleteLink(), j('unlinked')] },
@@ -478,14 +481,7 @@ export const taskMachine = setup({
           { target: 'todo', actions: j('demoted') },
         ],
         PARENT_FAILED: { target: 'blocked', actions: ['blockByParent', j('blocked')] },
-        LINK: [
-          {
-            guard: 'hasFailedParent',
-            target: 'blocked',
-            actions: [insertLink(), 'blockByParent', j('linked', 'blocked')],
-          },
-          { actions: [insertLink(), j('linked')] },
-        ],
+        LINK: LINK_WHILE_WAITING,
         UNLINK: { actions: [deleteLink(), j('unlinked')] },
         BLOCK: { target: 'blocked', actions: ['manualBlock', j('blocked')] },
         CANCEL: { target: 'cancelled', actions: j('cancelled') },

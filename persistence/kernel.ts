@@ -12,6 +12,7 @@
  */
 import { createActor, type AnyActorScope, type AnyMachineSnapshot, type AnyStateMachine } from 'xstate'
 import { SnapshotIncompatibleError } from '../src/errors.js'
+import type { JournalEntry } from '../src/types.js'
 import { writeTransaction, type Db } from './connection.js'
 
 /** An executable action as XState hands it to the action executor: data, never run. */
@@ -56,19 +57,6 @@ export interface ActorKind {
   project(step: StepInfo): unknown[]
   /** The run id a journal entry belongs to, if any. */
   runIdOf?(step: StepInfo): string | null
-}
-
-export interface JournalEntry {
-  seq: number
-  actorId: string
-  kind: string
-  eventType: string
-  event: Record<string, unknown>
-  stateBefore: string | null
-  stateAfter: string
-  runId: string | null
-  actorVersion: number
-  at: number
 }
 
 export interface Commit {

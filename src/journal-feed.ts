@@ -5,7 +5,7 @@
  * cursor, so entries arrive exactly once and in `seq` order whoever wrote them.
  */
 import type { JournalPage, JournalQueries } from '../persistence/journal.js'
-import type { JournalEntry } from '../persistence/kernel.js'
+import type { JournalEntry } from './types.js'
 
 interface Subscriber {
   listener: (entry: JournalEntry) => void
