@@ -4,6 +4,7 @@ import type { JournalEntry } from '../src/types.js'
 
 interface JournalRow {
   seq: number
+  machine_id: string
   actor_id: string
   kind: string
   event_type: string
@@ -16,6 +17,7 @@ interface JournalRow {
 }
 
 export interface JournalPage {
+  machineId?: string
   actorId?: string
   after: number
   limit: number
@@ -27,17 +29,23 @@ export class JournalQueries {
   constructor(db: Db) {
     this.s = {
       page: db.prepare('SELECT * FROM journal WHERE seq > ? ORDER BY seq LIMIT ?'),
-      pageForActor: db.prepare('SELECT * FROM journal WHERE actor_id = ? AND seq > ? ORDER BY seq LIMIT ?'),
+      pageForMachine: db.prepare('SELECT * FROM journal WHERE seq > ? AND machine_id = ? ORDER BY seq LIMIT ?'),
+      pageForActor: db.prepare(
+        'SELECT * FROM journal WHERE actor_id = ? AND seq > ? AND (? IS NULL OR machine_id = ?) ORDER BY seq LIMIT ?',
+      ),
       maxSeq: db.prepare('SELECT COALESCE(MAX(seq), 0) AS seq FROM journal'),
       dataVersion: db.prepare('PRAGMA data_version').pluck(),
     }
   }
 
   page(query: JournalPage): JournalEntry[] {
+    const machineId = query.machineId ?? null
     const rows = (
-      query.actorId === undefined
-        ? this.s.page.all(query.after, query.limit)
-        : this.s.pageForActor.all(query.actorId, query.after, query.limit)
+      query.actorId !== undefined
+        ? this.s.pageForActor.all(query.actorId, query.after, machineId, machineId, query.limit)
+        : machineId !== null
+          ? this.s.pageForMachine.all(query.after, machineId, query.limit)
+          : this.s.page.all(query.after, query.limit)
     ) as JournalRow[]
     return rows.map(toEntry)
   }
@@ -55,6 +63,7 @@ export class JournalQueries {
 function toEntry(row: JournalRow): JournalEntry {
   return {
     seq: row.seq,
+    machineId: row.machine_id,
     actorId: row.actor_id,
     kind: row.kind,
     eventType: row.event_type,

@@ -53,6 +53,12 @@ export interface ActorKind {
   facts?(tx: StepTx, actorId: string, event: StepEvent): unknown
   /** Durable actions by action type, applied inside the transaction. */
   effects: Record<string, (tx: StepTx, step: StepInfo, params: any) => void>
+  /**
+   * Side effects by action type, run after COMMIT, in commit order (host calls). A crash
+   * between COMMIT and the call loses the call: machines that use these must recover
+   * through a durable timer (see the session machine's first-token timeout).
+   */
+  afterCommit?: Record<string, (actorId: string, params: any) => void>
   /** Values of `projection`, in order, after an accepted step. */
   project(step: StepInfo): unknown[]
   /** The run id a journal entry belongs to, if any. */
@@ -116,6 +122,8 @@ export class StepTx {
   readonly cacheUpdates = new Map<string, CachedSnapshot>()
   /** The earliest due time of the timers this transaction scheduled. */
   earliestTimerDue: number | null = null
+  /** Side effects to run once this transaction has committed. */
+  readonly afterCommit: Array<() => void> = []
   private readonly queue: Array<{ machineId: string; actorId: string; event: StepEvent }> = []
   private steps = 0
 
@@ -158,10 +166,13 @@ export interface KernelOptions {
   busyRetryMs?: number
   /** Restored snapshots kept in memory, keyed by actor version. */
   cacheSize?: number
+  /** Errors thrown by after-commit effects. */
+  onError?: (error: unknown) => void
 }
 
 export class Kernel {
   readonly now: () => number
+  private readonly onError: (error: unknown) => void
   private readonly kinds = new Map<string, RegisteredKind>()
   private readonly cache = new Map<string, CachedSnapshot>()
   private readonly cacheSize: number
@@ -174,6 +185,7 @@ export class Kernel {
     options: KernelOptions = {},
   ) {
     this.now = options.now ?? Date.now
+    this.onError = options.onError ?? ((error) => console.error('[lockstep]', error))
     this.cacheSize = options.cacheSize ?? 10_000
     this.busyRetryMs = options.busyRetryMs ?? 60_000
     this.statements = prepareStatements(db)
@@ -251,9 +263,17 @@ export class Kernel {
     while (this.cache.size > this.cacheSize) {
       this.cache.delete(this.cache.keys().next().value!)
     }
-    if (tx.journal.length === 0 && tx.earliestTimerDue === null) return
-    const commit: Commit = { journal: tx.journal, earliestTimerDue: tx.earliestTimerDue }
-    for (const listener of this.commitListeners) listener(commit)
+    if (tx.journal.length > 0 || tx.earliestTimerDue !== null) {
+      const commit: Commit = { journal: tx.journal, earliestTimerDue: tx.earliestTimerDue }
+      for (const listener of this.commitListeners) listener(commit)
+    }
+    for (const effect of tx.afterCommit) {
+      try {
+        effect()
+      } catch (error) {
+        this.onError(error)
+      }
+    }
   }
 
   /**
@@ -353,6 +373,7 @@ export class Kernel {
     for (const journalKind of kinds) {
       const seq = Number(
         this.statements.insertJournal.run(
+          kind.machineId,
           actorId,
           journalKind,
           event.type,
@@ -366,6 +387,7 @@ export class Kernel {
       )
       written.push({
         seq,
+        machineId: kind.machineId,
         actorId,
         kind: journalKind,
         eventType: event.type,
@@ -392,6 +414,12 @@ export class Kernel {
       }
       if (action.type === 'xstate.cancel') {
         this.statements.deleteTimer.run(actorId, (action.params as { sendId: string }).sendId)
+        continue
+      }
+      const later = kind.afterCommit?.[action.type]
+      if (later) {
+        const params = action.params
+        tx.afterCommit.push(() => later(actorId, params))
         continue
       }
       const effect = kind.effects[action.type]
@@ -443,8 +471,8 @@ function journalKinds(actions: MachineAction[]): string[] {
 function prepareStatements(db: Db) {
   return {
     insertJournal: db.prepare(
-      `INSERT INTO journal (actor_id, kind, event_type, event, state_before, state_after, run_id, actor_version, at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      `INSERT INTO journal (machine_id, actor_id, kind, event_type, event, state_before, state_after, run_id, actor_version, at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     ),
     upsertTimer: db.prepare(
       `INSERT INTO timers (actor_id, timer_id, machine_id, due_at, event) VALUES (?, ?, ?, ?, ?)

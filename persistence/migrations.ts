@@ -20,6 +20,7 @@ export const MIGRATIONS: readonly Migration[] = [
       -- The event log: one row per journal kind of every accepted event, in commit order.
       CREATE TABLE journal (
         seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+        machine_id   TEXT NOT NULL,
         actor_id     TEXT NOT NULL,
         kind         TEXT NOT NULL,
         event_type   TEXT NOT NULL,
@@ -111,6 +112,29 @@ export const MIGRATIONS: readonly Migration[] = [
         metadata         TEXT,
         PRIMARY KEY (task_id, id)
       ) WITHOUT ROWID;
+    `,
+  },
+  {
+    version: 2,
+    name: 'sessions',
+    sql: `
+      -- Session actors (model fallback chains and tool approvals): snapshot + projection.
+      CREATE TABLE sessions (
+        id              TEXT PRIMARY KEY,
+        machine_id      TEXT NOT NULL,
+        machine_version INTEGER NOT NULL,
+        snapshot        TEXT NOT NULL,
+        version         INTEGER NOT NULL,
+        state           TEXT NOT NULL,
+        status          TEXT NOT NULL,
+        agent           TEXT,
+        model           TEXT,
+        generation      INTEGER NOT NULL DEFAULT 0,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        created_at      INTEGER NOT NULL,
+        updated_at      INTEGER NOT NULL
+      );
+      CREATE INDEX sessions_status ON sessions (status);
     `,
   },
 ]

@@ -14,6 +14,10 @@ export type LockstepErrorCode =
   | 'SNAPSHOT_INCOMPATIBLE'
   | 'STORE_BUSY'
   | 'CLOSED'
+  | 'SESSION_NOT_FOUND'
+  | 'SESSION_BUSY'
+  | 'CHAIN_EXHAUSTED'
+  | 'MODEL_CALL_FAILED'
   | 'TASK_CANCELLED'
   | 'HANDLER_TIMEOUT'
   | 'WORKER_STOPPED'
@@ -149,5 +153,56 @@ export class HandlerTimeoutError extends LockstepError {
 export class WorkerStoppedError extends LockstepError {
   constructor(readonly worker: string) {
     super('WORKER_STOPPED', `worker ${worker} stopped before the handler finished`, { worker })
+  }
+}
+
+export class SessionNotFoundError extends LockstepError {
+  constructor(readonly sessionId: string) {
+    super('SESSION_NOT_FOUND', `session ${JSON.stringify(sessionId)} does not exist (open it first)`, { sessionId })
+  }
+}
+
+/** A run() is already in progress for this session in this process. */
+export class SessionBusyError extends LockstepError {
+  constructor(readonly sessionId: string) {
+    super('SESSION_BUSY', `session ${sessionId} is already running a prompt in this process`, { sessionId })
+  }
+}
+
+/** One dispatch of a run and how it ended. */
+export interface AttemptRecord {
+  generation: number
+  model: string
+  outcome: string
+  reason: string
+  at: number
+}
+
+/** run(): every usable model failed, or maxAttempts was reached. `attempts` lists each one. */
+export class ChainExhaustedError extends LockstepError {
+  constructor(readonly sessionId: string, readonly attempts: AttemptRecord[], reason: string | null) {
+    super(
+      'CHAIN_EXHAUSTED',
+      `session ${sessionId}: the model chain is exhausted after ${attempts.length} attempt(s)` +
+        (attempts.length ? `: ${attempts.map((a) => `${a.model} (${a.reason || a.outcome})`).join(', ')}` : reason ? `: ${reason}` : ''),
+      { sessionId, attempts, reason },
+    )
+  }
+}
+
+/** run(): a non-retryable failure (bad request, context overflow, ...) or an abort ended the prompt. */
+export class ModelCallFailedError extends LockstepError {
+  constructor(
+    readonly sessionId: string,
+    readonly attempts: AttemptRecord[],
+    reason: string,
+    readonly outcome: 'failed' | 'aborted',
+  ) {
+    super('MODEL_CALL_FAILED', `session ${sessionId}: ${outcome === 'aborted' ? 'aborted' : 'failed'}: ${reason}`, {
+      sessionId,
+      attempts,
+      reason,
+      outcome,
+    })
   }
 }

@@ -10,6 +10,7 @@ import type { JournalEntry } from './types.js'
 interface Subscriber {
   listener: (entry: JournalEntry) => void
   cursor: number
+  machineId?: string
   actorId?: string
 }
 
@@ -32,10 +33,11 @@ export class JournalFeed {
     return this.journal.page(query)
   }
 
-  subscribe(listener: (entry: JournalEntry) => void, options: { after?: number; actorId?: string }): () => void {
+  subscribe(listener: (entry: JournalEntry) => void, options: { after?: number; machineId?: string; actorId?: string }): () => void {
     const subscriber: Subscriber = {
       listener,
       cursor: options.after ?? this.journal.maxSeq(),
+      machineId: options.machineId,
       actorId: options.actorId,
     }
     this.subscribers.add(subscriber)
@@ -84,7 +86,12 @@ export class JournalFeed {
     try {
       for (const subscriber of this.subscribers) {
         for (;;) {
-          const entries = this.journal.page({ after: subscriber.cursor, limit: BATCH, actorId: subscriber.actorId })
+          const entries = this.journal.page({
+            after: subscriber.cursor,
+            limit: BATCH,
+            machineId: subscriber.machineId,
+            actorId: subscriber.actorId,
+          })
           for (const entry of entries) {
             subscriber.cursor = entry.seq
             if (!this.subscribers.has(subscriber)) break

@@ -6,9 +6,11 @@ import { openDatabase, writeTransaction } from '../persistence/connection.js'
 import { JournalQueries } from '../persistence/journal.js'
 import { Kernel } from '../persistence/kernel.js'
 import { migrate } from '../persistence/migrations.js'
+import { SessionQueries } from '../persistence/sessions.js'
 import { TaskQueries } from '../persistence/tasks.js'
 import { ClosedError, InvalidInputError } from './errors.js'
 import { JournalFeed } from './journal-feed.js'
+import { Sessions, type SessionAdapter } from './sessions.js'
 import { SqliteTaskBoard } from './task-board.js'
 import { TimerLoop } from './timer-loop.js'
 import type { Orchestrator, OrchestratorOptions, TaskDefaults } from './types.js'
@@ -49,7 +51,7 @@ export async function createOrchestrator(options: OrchestratorOptions = {}): Pro
     throw error
   }
 
-  const kernel = new Kernel(db, { now: options.now, busyRetryMs })
+  const kernel = new Kernel(db, { now: options.now, busyRetryMs, onError })
   const queries = new TaskQueries(db)
   kernel.register(queries.actorKind())
   const feed = new JournalFeed(new JournalQueries(db), pollMs, onError)
@@ -77,10 +79,15 @@ export async function createOrchestrator(options: OrchestratorOptions = {}): Pro
     if (closed) throw new ClosedError()
   }
   const tasks = new SqliteTaskBoard({ kernel, queries, feed, defaults, maxPayloadBytes, busyRetryMs, guard, assertOpen })
+  const sessionQueries = new SessionQueries(db)
+  const sessions = new Sessions(kernel, sessionQueries, feed, guard, busyRetryMs, onError)
+  kernel.register(sessionQueries.actorKind(sessions.effects()))
+  if (options.sessionAdapter) sessions.setAdapter(options.sessionAdapter as SessionAdapter)
 
   return {
     path: path === ':memory:' ? path : resolve(path),
     tasks,
+    sessions,
     runDueTimers: () => guard(() => timers.runDue()),
     close() {
       closing ??= (async () => {

@@ -282,6 +282,7 @@ export class SqliteTaskBoard implements TaskBoard {
   async events(query: EventsQuery = {}): Promise<JournalEntry[]> {
     const q = v.requireRecord(query, 'events query')
     const page = {
+      machineId: TASK_MACHINE_ID,
       actorId: v.optionalString(q.taskId, 'taskId') ?? undefined,
       after: v.optionalInt(q.after, 'after', 0, Number.MAX_SAFE_INTEGER, 0),
       limit: v.optionalInt(q.limit, 'limit', 1, 10_000, 1_000),
@@ -302,6 +303,7 @@ export class SqliteTaskBoard implements TaskBoard {
     const o = v.requireRecord(options, 'subscribe options')
     return this.options.feed.subscribe(listener, {
       after: o.after === undefined ? undefined : v.optionalInt(o.after, 'after', 0, Number.MAX_SAFE_INTEGER, 0),
+      machineId: TASK_MACHINE_ID,
       actorId: v.optionalString(o.taskId, 'taskId') ?? undefined,
     })
   }

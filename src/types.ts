@@ -123,6 +123,8 @@ export interface Run {
 export interface JournalEntry {
   /** Global, strictly increasing commit order. */
   seq: number
+  /** Which machine the actor runs: 'lockstep.task' or 'lockstep.session'. */
+  machineId: string
   actorId: string
   kind: string
   eventType: string
@@ -218,11 +220,14 @@ export interface OrchestratorOptions {
   onError?: (error: unknown) => void
   /** Deliver durable timers (leases, retries) from this orchestrator (default true). */
   runTimers?: boolean
+  /** How session decisions (dispatch, abort, notify) reach the host; also orch.sessions.setAdapter(). */
+  sessionAdapter?: import('./sessions.js').SessionAdapter
 }
 
 export interface Orchestrator {
   readonly path: string
   readonly tasks: TaskBoard
+  readonly sessions: import('./sessions.js').Sessions
   /** Deliver due timers now instead of waiting for the loop (tests, scripts). */
   runDueTimers(): Promise<number>
   /** Stop background loops and close the database. Idempotent. */
