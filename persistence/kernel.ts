@@ -334,6 +334,11 @@ export class Kernel {
     isNew: boolean,
   ): StepResult {
     tx.countStep()
+    // A machine in a final state is finished: it accepts nothing more (XState would still
+    // run root-level transitions on a done snapshot).
+    if (!isNew && before.status === 'done') {
+      return { accepted: false, stateBefore: stateName(before.value), snapshot: before, version, journal: [] }
+    }
     if (kind.facts) event = { ...event, facts: kind.facts(tx, actorId, event) }
     const { scope, actions } = kind
     actions.length = 0

@@ -1,0 +1,328 @@
+/** Sessions against a real SQLite file: run(), host reports with an adapter, restarts, processes, approvals. */
+import { writeFileSync } from 'node:fs'
+import { describe, expect, it } from 'vitest'
+import { createOrchestrator, type CallContext, type Notice, type SessionAdapter } from '../../src/index.js'
+import { open, raw, runProc, sleep, tempDbPath, waitFor } from '../helpers.js'
+
+const CHAIN = ['anthropic/claude-x', 'openai/gpt-y', 'google/gemini-z']
+
+function httpError(status: number, message: string, headers: Record<string, string> = {}) {
+  return Object.assign(new Error(message), { status, headers })
+}
+
+/** A host adapter that records every call. */
+function recordingAdapter() {
+  const calls: Array<{ type: string; sessionId: string; model?: string; generation?: number; notice?: Notice }> = []
+  const adapter: SessionAdapter = {
+    prompt: (sessionId, model, _message, info) => void calls.push({ type: 'prompt', sessionId, model, generation: info.generation }),
+    abort: (sessionId, info) => void calls.push({ type: 'abort', sessionId, model: info.model, generation: info.generation }),
+    notify: (sessionId, notice) => void calls.push({ type: 'notify', sessionId, notice }),
+  }
+  return { adapter, calls }
+}
+
+describe('run(): the app calls models, lockstep falls back', () => {
+  it('falls back on a 429, replays the same message, and says which model answered', async () => {
+    const orch = await open()
+    const seen: Array<[string, unknown]> = []
+    const notices: Notice[] = []
+    const reply = await orch.sessions.run('session-42', {
+      agent: 'coder',
+      models: CHAIN,
+      message: { id: 'm-17', text: 'refactor this' },
+      onNotice: (n) => notices.push(n),
+      call: async ({ model, message, onToken }) => {
+        seen.push([model, message])
+        if (model === CHAIN[0]) throw httpError(429, 'rate limit exceeded')
+        onToken()
+        return `answer from ${model}`
+      },
+    })
+    expect(reply.output).toBe('answer from openai/gpt-y')
+    expect(reply.model).toBe('openai/gpt-y')
+    expect(reply.attempts.map((a) => [a.model, a.outcome])).toEqual([
+      ['anthropic/claude-x', 'failed'],
+      ['openai/gpt-y', 'completed'],
+    ])
+    // The same message, same id, replayed on the fallback.
+    expect(seen).toEqual([
+      [CHAIN[0], { id: 'm-17', text: 'refactor this' }],
+      [CHAIN[1], { id: 'm-17', text: 'refactor this' }],
+    ])
+    expect(notices.map((n) => n.kind)).toEqual(['fallback'])
+    const session = (await orch.sessions.get('session-42'))!
+    expect(session.models[0]).toMatchObject({ model: CHAIN[0], current: false, reason: 'HTTP 429 rate limit' })
+    expect(session.models[0]!.coolingUntil).toBeGreaterThan(Date.now())
+    const kinds = (await orch.sessions.events({ sessionId: 'session-42' })).map((e) => e.kind)
+    expect(kinds).toEqual(['opened', 'prompted', 'fallback', 'first_token', 'completed'])
+  })
+
+  it('rejects with CHAIN_EXHAUSTED listing every attempt', async () => {
+    const orch = await open()
+    const error = await orch.sessions
+      .run('s', { models: CHAIN, message: { text: 'x' }, call: async () => Promise.reject(httpError(529, 'overloaded')) })
+      .catch((e) => e)
+    expect(error.code).toBe('CHAIN_EXHAUSTED')
+    expect(error.attempts.map((a: { model: string }) => a.model)).toEqual(CHAIN)
+    expect(error.message).toContain('google/gemini-z (HTTP 529 overloaded)')
+  })
+
+  it('a non-retryable error rejects with MODEL_CALL_FAILED without trying other models', async () => {
+    const orch = await open()
+    const models: string[] = []
+    const error = await orch.sessions
+      .run('s', {
+        models: CHAIN,
+        message: { text: 'x' },
+        call: async ({ model }) => {
+          models.push(model)
+          throw httpError(400, 'prompt is too long: context length exceeded')
+        },
+      })
+      .catch((e) => e)
+    expect(error.code).toBe('MODEL_CALL_FAILED')
+    expect(models).toEqual([CHAIN[0]])
+  })
+
+  it('a model silent past firstTokenTimeoutMs is aborted and the next one answers', async () => {
+    const orch = await open()
+    let silentSignal: AbortSignal | null = null
+    const reply = await orch.sessions.run('s', {
+      models: CHAIN,
+      config: { firstTokenTimeoutMs: 150 },
+      message: { text: 'x' },
+      call: async ({ model, signal, onToken }: CallContext) => {
+        if (model === CHAIN[0]) {
+          silentSignal = signal
+          return new Promise((_resolve, reject) => signal.addEventListener('abort', () => reject(signal.reason)))
+        }
+        onToken()
+        return 'fast'
+      },
+    })
+    expect(reply).toMatchObject({ output: 'fast', model: CHAIN[1] })
+    expect(reply.attempts[0]).toMatchObject({ model: CHAIN[0], outcome: 'timeout' })
+    expect(silentSignal!.aborted).toBe(true)
+  })
+
+  it('recovers to the primary on the next prompt once its cooldown passed', async () => {
+    const orch = await open()
+    let primaryDown = true
+    const call = async ({ model, onToken }: CallContext) => {
+      if (model === CHAIN[0] && primaryDown) throw httpError(503, 'service unavailable')
+      onToken()
+      return model
+    }
+    const config = { cooldownMs: 100 }
+    expect((await orch.sessions.run('s', { models: CHAIN, config, message: { text: '1' }, call })).model).toBe(CHAIN[1])
+    // Still cooling: stays on the fallback without trying the primary.
+    expect((await orch.sessions.run('s', { models: CHAIN, config, message: { text: '2' }, call })).model).toBe(CHAIN[1])
+    primaryDown = false
+    await sleep(120)
+    expect((await orch.sessions.run('s', { models: CHAIN, config, message: { text: '3' }, call })).model).toBe(CHAIN[0])
+    const kinds = (await orch.sessions.events({ sessionId: 's' })).map((e) => e.kind)
+    expect(kinds).toContain('recovered')
+  })
+
+  it('same-model retries with backoff before switching', async () => {
+    const orch = await open()
+    const tried: string[] = []
+    const reply = await orch.sessions.run('s', {
+      models: CHAIN,
+      config: { sameModelRetries: 1, sameModelRetryDelayMs: 20 },
+      message: { text: 'x' },
+      call: async ({ model, onToken }) => {
+        tried.push(model)
+        if (tried.length === 1) throw httpError(500, 'internal server error')
+        onToken()
+        return 'ok'
+      },
+    })
+    expect(tried).toEqual([CHAIN[0], CHAIN[0]])
+    expect(reply.model).toBe(CHAIN[0])
+  })
+})
+
+describe('host reports with an adapter (the plugin level)', () => {
+  it('message.updated and session.error for one failure: the adapter re-prompts once', async () => {
+    const { adapter, calls } = recordingAdapter()
+    const orch = await open({ sessionAdapter: adapter })
+    await orch.sessions.open('s1', { agent: 'build', models: CHAIN })
+    await orch.sessions.prompt('s1', { messageId: 'm1', message: { text: 'hi' }, model: CHAIN[0] })
+    const reports = await Promise.all([
+      orch.sessions.error('s1', { model: CHAIN[0], error: { status: 429, message: 'rate limit' } }),
+      orch.sessions.error('s1', { error: { name: 'APIError', message: 'Rate limit reached' } }),
+      orch.sessions.error('s1', { generation: 1, error: { status: 429 } }),
+    ])
+    expect(reports.map((r) => r.kinds[0]).sort()).toEqual(['fallback', 'ignored', 'ignored'])
+    const session = (await orch.sessions.get('s1'))!
+    expect(session).toMatchObject({ model: CHAIN[1], attempts: 1, generation: 2 })
+    await waitFor(() => calls.some((c) => c.type === 'prompt'))
+    expect(calls.filter((c) => c.type === 'prompt')).toEqual([{ type: 'prompt', sessionId: 's1', model: CHAIN[1], generation: 2 }])
+    expect(calls.filter((c) => c.type === 'abort')).toEqual([{ type: 'abort', sessionId: 's1', model: CHAIN[0], generation: 1 }])
+    expect(calls.find((c) => c.type === 'notify')!.notice).toMatchObject({ kind: 'fallback', from: CHAIN[0], to: CHAIN[1] })
+  })
+
+  it("the session's own abort echo is ignored inside the window; a later abort is the user's", async () => {
+    const { adapter } = recordingAdapter()
+    const orch = await open({ sessionAdapter: adapter })
+    await orch.sessions.open('s', { models: CHAIN, config: { selfAbortWindowMs: 150 } })
+    await orch.sessions.prompt('s', { message: 'x', model: CHAIN[0] })
+    await orch.sessions.error('s', { model: CHAIN[0], error: { status: 429 } })
+    expect((await orch.sessions.aborted('s')).kinds).toEqual(['ignored'])
+    expect((await orch.sessions.get('s'))!).toMatchObject({ status: 'active', attempts: 1, model: CHAIN[1] })
+    await sleep(200)
+    const user = await orch.sessions.aborted('s')
+    expect(user.kinds).toEqual(['aborted'])
+    expect(user.session).toMatchObject({ status: 'idle', attempts: 1, model: CHAIN[1] })
+  })
+
+  it('a rejected dispatch is a failure of that model and never rewinds the chain', async () => {
+    const prompts: string[] = []
+    const orch = await open({
+      sessionAdapter: {
+        prompt: async (_id, model) => {
+          prompts.push(model)
+          if (model === CHAIN[1]) throw httpError(503, 'unavailable')
+        },
+        abort: () => {},
+      },
+    })
+    await orch.sessions.open('s', { models: CHAIN })
+    await orch.sessions.prompt('s', { message: 'x', model: CHAIN[0] })
+    await orch.sessions.error('s', { model: CHAIN[0], error: { status: 429 } })
+    await waitFor(async () => (await orch.sessions.get('s'))!.model === CHAIN[2])
+    expect(prompts).toEqual([CHAIN[1], CHAIN[2]])
+    expect((await orch.sessions.get('s'))!).toMatchObject({ attempts: 2, generation: 3 })
+  })
+
+  it('sessions are isolated', async () => {
+    const orch = await open({ sessionAdapter: recordingAdapter().adapter })
+    for (const id of ['a', 'b']) {
+      await orch.sessions.open(id, { models: CHAIN })
+      await orch.sessions.prompt(id, { message: 'x', model: CHAIN[0] })
+    }
+    await orch.sessions.error('a', { model: CHAIN[0], error: { status: 429 } })
+    expect((await orch.sessions.get('a'))!.model).toBe(CHAIN[1])
+    expect((await orch.sessions.get('b'))!).toMatchObject({ model: CHAIN[0], attempts: 0 })
+    // b's primary is not cooling because a's was.
+    expect((await orch.sessions.get('b'))!.models[0]!.coolingUntil).toBeNull()
+  })
+
+  it('concurrent error reports from several processes advance the chain once', async () => {
+    const path = tempDbPath()
+    const orch = await createOrchestrator({ path })
+    await orch.sessions.open('shared', { models: CHAIN })
+    await orch.sessions.prompt('shared', { message: 'x', model: CHAIN[0] })
+    await orch.close()
+    const start = `${path}.start`
+    const procs = Array.from({ length: 4 }, () => runProc('session-report.mjs', [path, 'shared', 'error', start, CHAIN[0]!]))
+    await sleep(300)
+    writeFileSync(start, 'go')
+    const outs = await Promise.all(procs)
+    const kinds = outs.map((o) => {
+      expect(o.stderr).toBe('')
+      return JSON.parse(o.stdout).kinds[0]
+    })
+    expect(kinds.sort()).toEqual(['fallback', 'ignored', 'ignored', 'ignored'])
+    // Exactly one host, in one process, was asked to re-prompt, on the next model.
+    expect(outs.flatMap((o) => JSON.parse(o.stdout).prompts)).toEqual([{ model: CHAIN[1], generation: 2 }])
+    const db = raw(path)
+    expect(db.prepare('SELECT model, attempts, generation FROM sessions WHERE id = ?').get('shared')).toEqual({
+      model: CHAIN[1],
+      attempts: 1,
+      generation: 2,
+    })
+  })
+
+  it('a restart mid-fallback resumes with the first-token timer intact', async () => {
+    const path = tempDbPath()
+    const first = await createOrchestrator({ path, sessionAdapter: recordingAdapter().adapter })
+    await first.sessions.open('s', { models: CHAIN, config: { firstTokenTimeoutMs: 400 } })
+    await first.sessions.prompt('s', { message: 'x', model: CHAIN[0] })
+    await first.sessions.error('s', { model: CHAIN[0], error: { status: 429 } })
+    await first.close() // mid-fallback: awaiting gpt-y's first token
+    const { adapter, calls } = recordingAdapter()
+    const second = await createOrchestrator({ path, pollMs: 10, sessionAdapter: adapter })
+    expect((await second.sessions.get('s'))!).toMatchObject({ state: 'active.awaitingFirstToken', model: CHAIN[1] })
+    // Nobody reports a token: the timer persisted by the first process fires in the second.
+    await waitFor(() => calls.some((c) => c.type === 'prompt'), 5_000)
+    expect(calls.find((c) => c.type === 'prompt')).toMatchObject({ model: CHAIN[2], generation: 3 })
+    expect((await second.sessions.get('s'))!.log.map((a) => a.outcome)).toEqual(['failed', 'timeout'])
+    await second.close()
+  })
+})
+
+describe('approvals', () => {
+  it('a once approval authorizes exactly once under concurrent calls', async () => {
+    const orch = await open()
+    await orch.sessions.open('s', { models: CHAIN })
+    await orch.sessions.approve('s', 'bash', { once: true })
+    const results = await Promise.all(Array.from({ length: 10 }, () => orch.sessions.authorize('s', 'bash')))
+    expect(results.filter(Boolean)).toHaveLength(1)
+    expect(await orch.sessions.authorize('s', 'bash')).toBe(false)
+  })
+
+  it('a once approval authorizes exactly once across processes', async () => {
+    const path = tempDbPath()
+    const orch = await createOrchestrator({ path })
+    await orch.sessions.open('s', { models: CHAIN })
+    await orch.sessions.approve('s', 'deploy', { once: true })
+    await orch.close()
+    const start = `${path}.start`
+    const procs = Array.from({ length: 4 }, () => runProc('session-report.mjs', [path, 's', 'authorize', start, 'deploy']))
+    await sleep(300)
+    writeFileSync(start, 'go')
+    const outs = await Promise.all(procs)
+    expect(outs.map((o) => JSON.parse(o.stdout).authorized).filter(Boolean)).toHaveLength(1)
+  })
+
+  it('standing approvals survive a restart; revoke and delete end them', async () => {
+    const path = tempDbPath()
+    const first = await createOrchestrator({ path })
+    await first.sessions.open('s', { models: CHAIN })
+    await first.sessions.approve('s', 'read')
+    await first.close()
+    const second = await createOrchestrator({ path })
+    expect(await second.sessions.authorize('s', 'read')).toBe(true)
+    expect(await second.sessions.authorize('s', 'read')).toBe(true)
+    await second.sessions.revoke('s', 'read')
+    expect(await second.sessions.authorize('s', 'read')).toBe(false)
+    await second.sessions.approve('s', 'read')
+    await second.sessions.deleted('s')
+    expect(await second.sessions.authorize('s', 'read')).toBe(false)
+    await expect(second.sessions.approve('s', 'read')).rejects.toMatchObject({ code: 'INVALID_TRANSITION' })
+    await second.close()
+  })
+})
+
+describe('errors', () => {
+  it('unknown sessions and bad input are typed errors', async () => {
+    const orch = await open()
+    await expect(orch.sessions.error('nope', { error: 'x' })).rejects.toMatchObject({ code: 'SESSION_NOT_FOUND' })
+    await expect(orch.sessions.open('s', { models: [] })).rejects.toMatchObject({ code: 'INVALID_INPUT' })
+    await expect(orch.sessions.open('s', { models: ['a', 'a'] })).rejects.toMatchObject({ code: 'INVALID_INPUT' })
+    await expect(orch.sessions.open('s', { models: ['a'], config: { cooldownMs: -1 } })).rejects.toMatchObject({ code: 'INVALID_INPUT' })
+    await expect(orch.sessions.open('s', { models: ['a'], config: { nope: 1 } as never })).rejects.toMatchObject({ code: 'INVALID_INPUT' })
+    expect(await orch.sessions.get('s')).toBeNull()
+  })
+
+  it('a second run() on a busy session in the same process is refused', async () => {
+    const orch = await open()
+    let release!: () => void
+    const slow = orch.sessions.run('s', {
+      models: CHAIN,
+      message: { text: 'x' },
+      call: ({ onToken }) => {
+        onToken()
+        return new Promise((r) => (release = () => r('done')))
+      },
+    })
+    await waitFor(() => release)
+    await expect(orch.sessions.run('s', { models: CHAIN, message: { text: 'y' }, call: async () => 'z' })).rejects.toMatchObject({
+      code: 'SESSION_BUSY',
+    })
+    release()
+    expect((await slow).output).toBe('done')
+  })
+})

@@ -1,0 +1,25 @@
+// Reports to a session from its own OS process, after a start signal file appears (so
+// several processes report at nearly the same moment). Prints what the machine did.
+// usage: node session-report.mjs <db> <sessionId> <error|authorize> <startFile> [arg]
+import { existsSync } from 'node:fs'
+import { createOrchestrator } from '../../dist/src/index.js'
+
+const [db, sessionId, action, startFile, arg] = process.argv.slice(2)
+const prompts = []
+const orch = await createOrchestrator({
+  path: db,
+  runTimers: false,
+  // This process's host: records the re-prompts the machine asks it for.
+  sessionAdapter: { prompt: (_id, model, _message, info) => void prompts.push({ model, generation: info.generation }), abort: () => {} },
+})
+const deadline = Date.now() + 20_000
+while (!existsSync(startFile) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 1))
+let out
+if (action === 'error') {
+  const r = await orch.sessions.error(sessionId, { model: arg, error: { status: 429, message: 'rate limit exceeded' } })
+  out = { kinds: r.kinds, prompts }
+} else if (action === 'authorize') {
+  out = { authorized: await orch.sessions.authorize(sessionId, arg) }
+}
+await orch.close()
+process.stdout.write(JSON.stringify(out) + '\n')
