@@ -45,13 +45,27 @@ const stop = orch.tasks.subscribe((entry) => {
   console.log(`${elapsed()}  ${entry.kind.padEnd(15)} ${title}${by}${detail}`)
 })
 
+// Session fallbacks, from whichever worker process runs the model call.
+const stopSessions = orch.sessions.subscribe((entry) => {
+  if (!entry.actorId.startsWith(tenant)) return
+  if (entry.kind === 'fallback') {
+    const log =
+      (entry.event.error as { message?: string } | undefined)?.message ??
+      (entry.eventType === 'FIRST_TOKEN_TIMEOUT' ? 'no first token in time' : entry.eventType.toLowerCase())
+    console.log(`${elapsed()}  ${'model fallback'.padEnd(15)} ${entry.actorId.slice(tenant.length + 1)}: ${log} -> now on ${entry.stateAfter === 'active.awaitingFirstToken' ? 'the next model' : entry.stateAfter}`)
+  } else if (entry.kind === 'completed') {
+    console.log(`${elapsed()}  ${'model answered'.padEnd(15)} ${entry.actorId.slice(tenant.length + 1)}`)
+  }
+})
+
 const plan = await task('plan the article', [], {}, 10)
+// These call a simulated model through orch.sessions.run: injected 429s and a silent model.
 const research = await Promise.all([
-  task('research: sources', [plan]),
+  task('research: sources', [plan], { llm: { inject: '429' } }),
   task('research: interviews', [plan], { failFirstAttempts: 1 }),
   task('research: data', [plan], { workMs: 600 }),
 ])
-const draft = await task('write the draft', research, { workMs: 500 })
+const draft = await task('write the draft', research, { workMs: 500, llm: { inject: 'timeout' } })
 const review = await task('review', [draft])
 const factCheck = await task('fact-check', [draft], { failFirstAttempts: 1 })
 await task('publish', [review, factCheck], {}, 10)
@@ -72,6 +86,7 @@ const lastOfRun = Math.max(...runJournal.map((e) => e.seq))
 while (lastSeq < lastOfRun) await new Promise((resolve) => setTimeout(resolve, 20))
 await Promise.all(workers.map((w) => new Promise((resolve) => (w.exitCode !== null ? resolve(null) : w.on('exit', resolve)))))
 stop()
+stopSessions()
 
 const tasks = await orch.tasks.list({ tenant, limit: 1_000 })
 const runs = (await Promise.all(tasks.map((t) => orch.tasks.runs(t.id)))).flat()
@@ -85,6 +100,8 @@ console.log(`  tasks:   ${tasks.filter((t) => t.status === 'done').length}/${tot
 console.log(`  runs:    ${runs.length} (${[...byOutcome].map(([k, v]) => `${v} ${k}`).join(', ')})`)
 console.log(`  workers: ${[...byWorker].sort().map(([k, v]) => `${k} ${v}`).join(', ')}`)
 const journal = (await Promise.all(tasks.map((t) => orch.tasks.events({ taskId: t.id })))).flat()
+const sessions = (await orch.sessions.list({ limit: 10_000 })).filter((s) => s.id.startsWith(tenant))
+console.log(`  models:  ${sessions.map((s) => `${s.id.slice(tenant.length + 1)} answered by ${s.model} after ${s.log.length - 1} fallback(s)`).join('; ')}`)
 console.log(`  journal: ${journal.length} entries for this run (${journal.filter((e) => e.kind === 'heartbeat').length} heartbeats)`)
 console.log(`\ninspect it: npx lockstep events --db ${path}   |   npx lockstep task list --db ${path} --tenant ${tenant}`)
 await orch.close()
