@@ -296,6 +296,17 @@ describe('approvals', () => {
   })
 })
 
+describe('lifecycle', () => {
+  it('a session idle longer than its TTL is archived by the durable timer', async () => {
+    const orch = await open()
+    await orch.sessions.open('short-lived', { models: CHAIN, config: { ttlMs: 80 } })
+    await orch.sessions.approve('short-lived', 'read')
+    await waitFor(async () => (await orch.sessions.get('short-lived'))!.status === 'archived', 5_000)
+    expect(await orch.sessions.authorize('short-lived', 'read')).toBe(false)
+    expect((await orch.sessions.events({ sessionId: 'short-lived' })).map((e) => e.kind)).toEqual(['opened', 'approved', 'archived'])
+  })
+})
+
 describe('errors', () => {
   it('unknown sessions and bad input are typed errors', async () => {
     const orch = await open()
