@@ -3,7 +3,7 @@
  * runner that keeps SQLITE_BUSY away from callers.
  */
 import Database from 'better-sqlite3'
-import { StoreBusyError } from '../src/errors.js'
+import { StoreBusyError, StoreOpenError } from '../src/errors.js'
 
 export type Db = Database.Database
 
@@ -22,7 +22,12 @@ export interface ConnectionOptions {
 }
 
 export function openDatabase(options: ConnectionOptions): Db {
-  const db = new Database(options.path)
+  let db: Db
+  try {
+    db = new Database(options.path)
+  } catch (error) {
+    throw new StoreOpenError(options.path, error)
+  }
   try {
     // WAL lets readers run beside the one writer, across processes.
     if (options.path !== ':memory:') db.pragma('journal_mode = WAL')
@@ -32,6 +37,10 @@ export function openDatabase(options: ConnectionOptions): Db {
     return db
   } catch (error) {
     db.close()
+    // Not a database (or an unreadable one): say so with a code, not a raw SqliteError.
+    if ((error as { code?: string }).code === 'SQLITE_NOTADB' || (error as { code?: string }).code === 'SQLITE_CORRUPT') {
+      throw new StoreOpenError(options.path, error)
+    }
     throw error
   }
 }

@@ -63,6 +63,8 @@ export interface ActorKind {
   project(step: StepInfo): unknown[]
   /** The run id a journal entry belongs to, if any. */
   runIdOf?(step: StepInfo): string | null
+  /** Event fields never written to the journal (secrets such as a claim's fencing token). */
+  secretEventFields?: readonly string[]
 }
 
 export interface Commit {
@@ -373,6 +375,7 @@ export class Kernel {
 
     const runId = kind.runIdOf?.(step) ?? null
     const { facts: _facts, ...eventRecord } = event
+    for (const field of kind.secretEventFields ?? []) delete eventRecord[field]
     const eventJson = JSON.stringify(eventRecord)
     const written: JournalEntry[] = []
     for (const journalKind of kinds) {

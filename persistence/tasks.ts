@@ -265,6 +265,8 @@ export class TaskQueries {
       machine: taskMachine,
       table: 'tasks',
       projection: PROJECTION,
+      // Whoever can read the journal must not be able to complete someone else's run.
+      secretEventFields: ['token'],
       facts: (_tx, actorId, event) => this.parentFacts(actorId, event),
       project: (step: StepInfo): unknown[] => {
         const c = context(step.after)

@@ -13,6 +13,7 @@ export type LockstepErrorCode =
   | 'SCHEMA_TOO_NEW'
   | 'SNAPSHOT_INCOMPATIBLE'
   | 'STORE_BUSY'
+  | 'STORE_OPEN_FAILED'
   | 'CLOSED'
   | 'SESSION_NOT_FOUND'
   | 'SESSION_BUSY'
@@ -114,6 +115,14 @@ export class SnapshotIncompatibleError extends LockstepError {
 export class StoreBusyError extends LockstepError {
   constructor(waitedMs: number, cause: unknown) {
     super('STORE_BUSY', `the database stayed locked for ${waitedMs} ms`, { waitedMs })
+    this.cause = cause
+  }
+}
+
+/** The file cannot be opened as a lockstep database: missing directory, not a database, no permission. */
+export class StoreOpenError extends LockstepError {
+  constructor(path: string, cause: unknown) {
+    super('STORE_OPEN_FAILED', `cannot open ${path}: ${(cause as Error)?.message ?? String(cause)}`, { path })
     this.cause = cause
   }
 }

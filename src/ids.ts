@@ -15,16 +15,6 @@ function randomHex(bytes: number): string {
   return hex
 }
 
-function randomBase64Url(bytes: number): string {
-  if (offset + bytes > POOL_SIZE) {
-    randomFillSync(pool)
-    offset = 0
-  }
-  const text = pool.toString('base64url', offset, offset + bytes)
-  offset += bytes
-  return text
-}
-
 /**
  * `prefix_` + 9 base-36 characters of milliseconds + 10 hex characters of randomness:
  * unique across processes, and roughly sortable by creation time.
@@ -33,7 +23,7 @@ export function newId(prefix: string): string {
   return `${prefix}_${Date.now().toString(36).padStart(9, '0')}${randomHex(5)}`
 }
 
-/** 128 random bits: a claim's fencing token. */
+/** 128 random bits, hex (so it never starts with '-' on a command line): a claim's fencing token. */
 export function newToken(): string {
-  return randomBase64Url(16)
+  return randomHex(16)
 }

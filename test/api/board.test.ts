@@ -253,6 +253,8 @@ describe('reads', () => {
       expect(Number.isInteger(e.at) && e.at >= before && e.at <= Date.now()).toBe(true)
     }
     expect(entries[1]!.event).toMatchObject({ type: 'CLAIM', worker: 'w' })
+    // The fencing token is a secret: whoever reads the journal cannot complete the run.
+    expect(JSON.stringify(entries)).not.toContain(claim.token)
     // seq is global and strictly increasing; `after` pages.
     expect((await orch.tasks.events({ after: entries[1]!.seq })).map((e) => e.kind)).toEqual(['heartbeat', 'completed'])
   })

@@ -194,6 +194,14 @@ describe('the other codes', () => {
     await orch.close()
   })
 
+  it('STORE_OPEN_FAILED: a missing directory or a file that is not a database', async () => {
+    const path = tempDbPath()
+    await expect(createOrchestrator({ path: `${path}-missing-dir/x.db` })).rejects.toMatchObject({ code: 'STORE_OPEN_FAILED' })
+    const { writeFileSync } = await import('node:fs')
+    writeFileSync(path, 'this is not a sqlite file, just some text long enough to have a header'.repeat(20))
+    await expect(createOrchestrator({ path })).rejects.toMatchObject({ code: 'STORE_OPEN_FAILED' })
+  })
+
   it('CLOSED after close()', async () => {
     const { orch } = await board()
     await orch.close()

@@ -1,0 +1,459 @@
+/**
+ * The `lockstep` CLI, run as real child processes on a temp file. Needs a prior
+ * `npm run build` (npm test does it): this file builds nothing itself.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { existsSync, mkdtempSync, realpathSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import Database from 'better-sqlite3'
+import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import type { Claim, JournalEntry, Run, Task } from '../src/index.js'
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url))
+const CLI = join(ROOT, 'dist/src/cli/main.js')
+
+interface Result {
+  code: number | null
+  stdout: string
+  stderr: string
+}
+
+let dir: string
+let db: string
+/** Background CLI processes of the current test, killed if a failing test leaves one running. */
+const children: ChildProcess[] = []
+
+beforeAll(() => {
+  if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npm run build\` before vitest`)
+})
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'lockstep-cli-'))
+  db = join(dir, 'board.db')
+})
+afterEach(() => {
+  for (const child of children.splice(0)) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+  rmSync(dir, { recursive: true, force: true })
+})
+
+/** `lockstep ARGS`, any outcome. */
+function run(args: string[], cwd = ROOT): Result {
+  const r = spawnSync(process.execPath, [CLI, ...args], { cwd, encoding: 'utf8', timeout: 60_000 })
+  if (r.error) throw r.error
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr }
+}
+
+/** `lockstep ARGS --db DB`, any outcome. */
+const attempt = (...args: string[]): Result => run([...args, '--db', db])
+
+/** `lockstep ARGS --db DB`, which must succeed; its stdout. */
+function cli(...args: string[]): string {
+  const r = attempt(...args)
+  expect(r.code, `lockstep ${args.join(' ')}\n${r.stderr}`).toBe(0)
+  return r.stdout
+}
+
+/** `lockstep ARGS --db DB --json`, which must succeed; its one JSON document. */
+function cliJson<T = any>(...args: string[]): T {
+  return JSON.parse(cli(...args, '--json')) as T
+}
+
+const ndjson = <T>(stdout: string): T[] =>
+  stdout
+    .split('\n')
+    .filter((line) => line !== '')
+    .map((line) => JSON.parse(line) as T)
+
+const create = (...args: string[]): Task => cliJson<Task>('task', 'create', ...args)
+const ids = (tasks: Task[]) => tasks.map((t) => t.id)
+
+/** Every row of every table, whatever the schema: "writes nothing" means this does not move. */
+function snapshotFile(): Record<string, unknown[]> {
+  const sqlite = new Database(db, { readonly: true })
+  try {
+    const tables = sqlite.prepare(`SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name`).pluck().all() as string[]
+    return Object.fromEntries(tables.map((table) => [table, sqlite.prepare(`SELECT * FROM "${table}"`).all()]))
+  } finally {
+    sqlite.close()
+  }
+}
+
+/** Expect `fn` to change nothing on the board: no row, no version, no list field. */
+function expectNothingWritten(fn: () => void): void {
+  const before = { file: snapshotFile(), list: cli('task', 'list', '--json') }
+  expect(before.list).not.toBe('[]\n') // the checks below must have something to not change
+  fn()
+  expect({ file: snapshotFile(), list: cli('task', 'list', '--json') }).toEqual(before)
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
+
+/** A CLI process left running (events --follow), with its stdout collected line by line. */
+function background(...args: string[]) {
+  const child = spawn(process.execPath, [CLI, ...args, '--db', db], { cwd: ROOT })
+  children.push(child)
+  const lines: string[] = []
+  let partial = ''
+  let stderr = ''
+  child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+    const parts = (partial + chunk).split('\n')
+    partial = parts.pop()!
+    lines.push(...parts)
+  })
+  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk))
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on('exit', (code, signal) => resolve({ code, signal })),
+  )
+  let running = true
+  void exited.then(() => (running = false))
+  return {
+    child,
+    lines,
+    exited,
+    stderr: () => stderr,
+    running: () => running,
+    async waitForLine(match: (line: string) => boolean, timeoutMs = 20_000): Promise<void> {
+      const deadline = Date.now() + timeoutMs
+      while (!lines.some(match)) {
+        if (Date.now() > deadline) throw new Error(`no matching line in time; got:\n${lines.join('\n')}\n${stderr}`)
+        await sleep(20)
+      }
+    },
+  }
+}
+
+describe('lockstep init', () => {
+  it('creates and migrates the file, prints its path, defaults to ./lockstep.db and is idempotent', () => {
+    const r = run(['init'], dir)
+    expect(r.code, r.stderr).toBe(0)
+    const defaultPath = join(realpathSync(dir), 'lockstep.db')
+    expect(r.stdout.trim()).toBe(defaultPath)
+    const sqlite = new Database(defaultPath, { readonly: true })
+    expect(sqlite.pragma('user_version', { simple: true })).toBeGreaterThan(0)
+    sqlite.close()
+
+    expect(cliJson('init')).toEqual({ path: db })
+    expect(cliJson('init')).toEqual({ path: db })
+    expect(cli('events')).toBe('')
+  })
+
+  it('other commands refuse a missing file instead of creating it', () => {
+    const r = attempt('task', 'list')
+    expect(r.code).toBe(1)
+    expect(r.stderr).toMatch(/^error INVALID_INPUT: no lockstep database at .*board\.db/)
+    expect(existsSync(db)).toBe(false)
+  })
+})
+
+describe('lockstep task', () => {
+  beforeEach(() => {
+    cli('init')
+  })
+
+  it('create links parents and keeps the payload; list filters; show prints task, runs and journal', () => {
+    const a = create('--title', 'research', '--priority', '5', '--assignee', 'ann', '--tenant', 'acme')
+    const b = create('--title', 'review', '--body', 'read it twice', '--priority', '-5')
+    const payload = { topic: 'x', n: [1, 2], nested: { ok: true } }
+    const c = create(
+      '--title', 'draft',
+      '--parent', a.id,
+      '--parent', b.id,
+      '--payload', JSON.stringify(payload),
+      '--idempotency-key', 'draft-1',
+      '--max-attempts', '5',
+    )
+    expect(a).toMatchObject({ status: 'ready', priority: 5, assignee: 'ann', tenant: 'acme', parents: [] })
+    expect(b).toMatchObject({ status: 'ready', priority: -5, body: 'read it twice' })
+    expect(c).toMatchObject({ title: 'draft', status: 'todo', payload, idempotencyKey: 'draft-1', maxAttempts: 5 })
+    expect([...c.parents].sort()).toEqual([a.id, b.id].sort())
+    // The idempotency key returns the first task instead of creating another.
+    expect(create('--title', 'draft again', '--idempotency-key', 'draft-1').id).toBe(c.id)
+
+    expect(ids(cliJson('task', 'list'))).toEqual([a.id, b.id, c.id])
+    expect(ids(cliJson('task', 'list', '--status', 'ready'))).toEqual([a.id, b.id])
+    expect(ids(cliJson('task', 'list', '--status', 'todo'))).toEqual([c.id])
+    expect(ids(cliJson('task', 'list', '--status', 'done'))).toEqual([])
+    expect(ids(cliJson('task', 'list', '--assignee', 'ann'))).toEqual([a.id])
+    expect(ids(cliJson('task', 'list', '--tenant', 'acme'))).toEqual([a.id])
+    expect(ids(cliJson('task', 'list', '--limit', '2'))).toEqual([a.id, b.id])
+
+    const text = cli('task', 'list', '--status', 'ready').trim().split('\n')
+    expect(text).toHaveLength(2)
+    expect(text[0]).toMatch(new RegExp(`^${a.id}  ready  "research"  priority=5 assignee=ann tenant=acme$`))
+    expect(cli('task', 'list', '--status', 'failed').trim()).toBe('no tasks')
+    expect(cli('task', 'create', '--title', 'plain text')).toMatch(/^t_\S+  ready  "plain text"\n$/)
+
+    const shown = cliJson<{ task: Task; runs: Run[]; events: JournalEntry[] }>('task', 'show', c.id)
+    expect(shown.task).toEqual(c)
+    expect(shown.runs).toEqual([])
+    expect(shown.events).toHaveLength(1)
+    expect(shown.events[0]).toMatchObject({ actorId: c.id, kind: 'created', stateBefore: null, stateAfter: 'todo' })
+    const shownText = cli('task', 'show', c.id)
+    expect(shownText).toContain(`payload: ${JSON.stringify(payload)}`)
+    expect(shownText).toMatch(/runs:\n {2}\(none\)\nevents:\n {2}\d+ {2}\S+Z {2}t_\S+ {2}created {2}\(none\)->todo {2}-\n$/)
+
+    const missing = attempt('task', 'show', 't_nope', '--json')
+    expect(missing.code).toBe(1)
+    expect(JSON.parse(missing.stdout)).toMatchObject({ error: { code: 'TASK_NOT_FOUND' } })
+  })
+
+  it('claims the next task and a task by id, and completes them with the printed run and token', () => {
+    const a = create('--title', 'first', '--priority', '5')
+    const b = create('--title', 'second', '--priority', '1')
+    const c = create('--title', 'after first', '--parent', a.id)
+
+    // c waits on a: a claim by id is refused, which is not an error.
+    const refused = attempt('task', 'claim', c.id, '--worker', 'w1')
+    expect(refused).toMatchObject({ code: 0, stdout: 'nothing to claim\n' })
+
+    const claim = cliJson<Claim>('task', 'claim', '--worker', 'w1', '--lease-ms', '60000')
+    expect(claim).toMatchObject({ taskId: a.id, worker: 'w1', attempt: 1 })
+    expect(claim.token).toEqual(expect.any(String))
+    expect(claim.leaseExpiresAt).toBeGreaterThan(Date.now() + 30_000)
+
+    // The fence holds: a wrong token is LEASE_LOST and changes nothing.
+    expectNothingWritten(() => {
+      const stale = attempt('task', 'complete', a.id, '--run', claim.runId, '--token', 'not-the-token')
+      expect(stale.code).toBe(1)
+      expect(stale.stderr).toMatch(/^error LEASE_LOST: /)
+    })
+
+    const done = cliJson<Task>(
+      'task', 'complete', a.id, '--run', claim.runId, '--token', claim.token, '--result', '{"pages":3}', '--summary', 'found it',
+    )
+    expect(done).toMatchObject({ id: a.id, status: 'done', result: { pages: 3 }, summary: 'found it' })
+
+    const shown = cliJson<{ task: Task; runs: Run[]; events: JournalEntry[] }>('task', 'show', a.id)
+    expect(shown.runs).toEqual([
+      expect.objectContaining({ id: claim.runId, worker: 'w1', attempt: 1, outcome: 'completed', result: { pages: 3 }, summary: 'found it' }),
+    ])
+    expect(shown.events.map((e) => e.kind)).toEqual(['created', 'claimed', 'completed'])
+
+    // a is done, so c was promoted: claim it by id (over b, which claimNext would pick first).
+    expect(cliJson('task', 'show', c.id)).toMatchObject({ task: { status: 'ready' } })
+    const byId = cliJson<Claim>('task', 'claim', c.id, '--worker', 'w2')
+    expect(byId).toMatchObject({ taskId: c.id, worker: 'w2', attempt: 1 })
+    // Human output carries what `task complete` needs.
+    const textClaim = cli('task', 'claim', '--worker', 'w3')
+    const [, runId, token] = textClaim.match(/^claimed \S+ {2}run=(\S+) token=(\S+) attempt=1 lease-until=\S+Z\n$/)!
+    expect(cliJson<Task>('task', 'complete', b.id, '--run', runId!, '--token', token!).status).toBe('done')
+    expect(cliJson<Task>('task', 'complete', c.id, '--run', byId.runId, '--token', byId.token, '--worker', 'w2').status).toBe('done')
+
+    expect(attempt('task', 'claim', '--worker', 'w1')).toMatchObject({ code: 0, stdout: 'nothing to claim\n' })
+    expect(cliJson('task', 'claim', '--worker', 'w1')).toBeNull()
+    expect(ids(cliJson('task', 'list', '--status', 'done'))).toEqual([a.id, b.id, c.id])
+  })
+
+  it('fail retries with backoff, the retry is claimable once due, and --no-retry fails for good', async () => {
+    const flaky = create('--title', 'flaky', '--max-attempts', '2')
+    const first = cliJson<Claim>('task', 'claim', flaky.id, '--worker', 'w1')
+    // A message starting with '-' is a value, not a flag.
+    const failed = cliJson<Task>('task', 'fail', flaky.id, '--run', first.runId, '--token', first.token, '--error', '-boom')
+    expect(failed).toMatchObject({ status: 'todo', state: 'backoff', lastError: '-boom', attempts: 1 })
+    expect(failed.retryAt).toBeGreaterThan(failed.updatedAt)
+
+    // Nothing else has the file open: the CLI itself delivers the due retry before claiming.
+    await sleep(failed.retryAt! - Date.now() + 50)
+    const second = cliJson<Claim>('task', 'claim', flaky.id, '--worker', 'w2')
+    expect(second).toMatchObject({ taskId: flaky.id, attempt: 2 })
+
+    const once = create('--title', 'once', '--max-attempts', '3')
+    const claim = cliJson<Claim>('task', 'claim', once.id, '--worker', 'w1')
+    const final = cliJson<Task>('task', 'fail', once.id, '--run', claim.runId, '--token', claim.token, '--error', 'fatal', '--no-retry')
+    expect(final).toMatchObject({ status: 'failed', state: 'failed', lastError: 'fatal', attempts: 1 })
+
+    const runs = cliJson<{ runs: Run[] }>('task', 'show', flaky.id).runs
+    expect(runs.map((r) => [r.attempt, r.outcome, r.error])).toEqual([
+      [1, 'failed', '-boom'],
+      [2, null, null],
+    ])
+  })
+
+  it('cancel records the reason and blocks the children', () => {
+    const parent = create('--title', 'parent')
+    const child = create('--title', 'child', '--parent', parent.id)
+    const cancelled = cliJson<Task>('task', 'cancel', parent.id, '--reason', 'not needed')
+    expect(cancelled).toMatchObject({ id: parent.id, status: 'cancelled' })
+    expect(cliJson<{ task: Task }>('task', 'show', child.id).task).toMatchObject({ status: 'blocked', blockedBy: parent.id })
+    const last = ndjson<JournalEntry>(cli('events', '--task', parent.id, '--json')).at(-1)
+    expect(last).toMatchObject({ kind: 'cancelled', event: { type: 'CANCEL', reason: 'not needed' }, stateAfter: 'cancelled' })
+
+    const again = attempt('task', 'cancel', parent.id)
+    expect(again.code).toBe(1)
+    expect(again.stderr).toMatch(/^error INVALID_TRANSITION: /)
+  })
+
+  it('link refuses a cycle with DEPENDENCY_CYCLE and writes nothing', () => {
+    const a = create('--title', 'a')
+    const b = create('--title', 'b')
+    const c = create('--title', 'c')
+    expect(cliJson<Task>('task', 'link', a.id, b.id)).toMatchObject({ id: b.id, parents: [a.id], status: 'todo' })
+    expect(cli('task', 'link', b.id, c.id)).toMatch(new RegExp(`^${c.id}  todo  "c"  parents=${b.id}\n$`))
+
+    expectNothingWritten(() => {
+      const text = attempt('task', 'link', c.id, a.id)
+      expect(text.code).toBe(1)
+      expect(text.stdout).toBe('')
+      expect(text.stderr).toMatch(/^error DEPENDENCY_CYCLE: /)
+
+      const json = attempt('task', 'link', c.id, a.id, '--json')
+      expect(json.code).toBe(1)
+      expect(json.stderr).toBe('')
+      expect(JSON.parse(json.stdout)).toEqual({
+        error: { code: 'DEPENDENCY_CYCLE', message: expect.any(String), details: { parentId: c.id, childId: a.id } },
+      })
+
+      expect(attempt('task', 'link', a.id, a.id).stderr).toMatch(/^error DEPENDENCY_CYCLE: /)
+    })
+  })
+
+  it('bad input is INVALID_INPUT (exit 1) and writes nothing', () => {
+    const task = create('--title', 'target')
+    const claim = cliJson<Claim>('task', 'claim', task.id, '--worker', 'w1')
+
+    expectNothingWritten(() => {
+      const payload = attempt('task', 'create', '--title', 'x', '--payload', '{oops')
+      expect(payload.code).toBe(1)
+      expect(payload.stderr).toMatch(/^error INVALID_INPUT: --payload is not valid JSON/)
+
+      const json = attempt('task', 'create', '--title', 'x', '--payload', '{oops', '--json')
+      expect(json.code).toBe(1)
+      expect(JSON.parse(json.stdout)).toMatchObject({ error: { code: 'INVALID_INPUT', details: { field: 'payload' } } })
+
+      const result = attempt('task', 'complete', task.id, '--run', claim.runId, '--token', claim.token, '--result', 'nope')
+      expect(result.code).toBe(1)
+      expect(result.stderr).toMatch(/^error INVALID_INPUT: --result is not valid JSON/)
+
+      for (const args of [
+        ['task', 'create', '--title', 'x', '--priority', 'high'],
+        ['task', 'create', '--title', 'x', '--priority', '1.5'],
+        ['task', 'create', '--title', ''],
+        ['task', 'list', '--status', 'bogus'],
+        ['task', 'list', '--limit', '0'],
+        ['events', '--after', 'x'],
+      ]) {
+        const r = attempt(...args)
+        expect(r.code, args.join(' ')).toBe(1)
+        expect(r.stderr, args.join(' ')).toMatch(/^error INVALID_INPUT: /)
+      }
+    })
+    expect(cliJson<{ task: Task }>('task', 'show', task.id).task).toMatchObject({ status: 'running', runId: claim.runId })
+  })
+
+  it('unknown commands and flags, and missing arguments, are usage errors (exit 2) that write nothing', () => {
+    create('--title', 'existing')
+    expectNothingWritten(() => {
+      for (const args of [
+        ['bogus'],
+        ['task', 'bogus'],
+        ['task'],
+        [],
+        ['task', 'create', '--title', 'x', '--bogus'],
+        ['task', 'create', '--title', 'x', 'extra'],
+        ['task', 'create'],
+        ['task', 'show'],
+        ['task', 'claim', 't_1', '--worker', 'w', '--assignee', 'a'],
+        ['task', 'complete', 't_1', '--run', 'r_1'],
+        ['task', 'list', '--priority', '3'],
+        ['events', '--until-idle', '10'],
+        ['events', '--follow', '--limit', '3'],
+      ]) {
+        const r = attempt(...args, '--json')
+        expect(r.code, args.join(' ')).toBe(2)
+        expect(r.stdout, args.join(' ')).toBe('')
+        expect(r.stderr, args.join(' ')).toMatch(/^lockstep: .*\n(.|\n)*Run 'lockstep --help' for usage\.\n$/)
+      }
+    })
+    expect(attempt('bogus').stderr).toContain('unknown command: bogus')
+  })
+
+  it('--help, help and <group> --help print usage and exit 0', () => {
+    for (const args of [['--help'], ['help'], ['-h']]) {
+      const r = run(args)
+      expect(r.code).toBe(0)
+      for (const command of ['init', 'task create', 'task list', 'task claim', 'task fail', 'events']) {
+        expect(r.stdout).toContain(`lockstep ${command}`)
+      }
+      expect(r.stdout).toContain('Exit codes')
+    }
+    const group = run(['task', '--help'])
+    expect(group.code).toBe(0)
+    expect(group.stdout).toContain('lockstep task complete ID --run RUN --token TOKEN')
+    expect(group.stdout).not.toContain('lockstep events')
+    for (const args of [['task', 'claim', '--help'], ['help', 'task', 'claim']]) {
+      const r = run(args)
+      expect(r.code).toBe(0)
+      expect(r.stdout).toMatch(/^Usage: lockstep task claim \[ID\] --worker W/)
+    }
+  })
+})
+
+describe('lockstep events', () => {
+  beforeEach(() => {
+    cli('init')
+  })
+
+  it('prints the journal as NDJSON in seq order, filtered by task and seq, or as text lines', () => {
+    const a = create('--title', 'a')
+    const b = create('--title', 'b', '--parent', a.id)
+    const claim = cliJson<Claim>('task', 'claim', a.id, '--worker', 'w')
+    cli('task', 'complete', a.id, '--run', claim.runId, '--token', claim.token)
+
+    const entries = ndjson<JournalEntry>(cli('events', '--json'))
+    expect(entries.map((e) => [e.actorId, e.kind])).toEqual([
+      [a.id, 'created'],
+      [b.id, 'created'],
+      [a.id, 'claimed'],
+      [a.id, 'completed'],
+      [b.id, 'promoted'],
+    ])
+    entries.slice(1).forEach((e, i) => expect(e.seq).toBeGreaterThan(entries[i]!.seq))
+
+    expect(ndjson<JournalEntry>(cli('events', '--task', b.id, '--json')).map((e) => e.kind)).toEqual(['created', 'promoted'])
+    expect(ndjson<JournalEntry>(cli('events', '--after', String(entries[2]!.seq), '--json'))).toEqual(entries.slice(3))
+    expect(ndjson<JournalEntry>(cli('events', '--limit', '2', '--json'))).toEqual(entries.slice(0, 2))
+
+    const lines = cli('events').trim().split('\n')
+    expect(lines).toHaveLength(entries.length)
+    expect(lines[2]).toBe(
+      `${entries[2]!.seq}  ${new Date(entries[2]!.at).toISOString()}  ${a.id}  claimed  ready->running  ${claim.runId}`,
+    )
+    expect(lines[0]).toMatch(new RegExp(`^\\d+  \\S+Z  ${a.id}  created  \\(none\\)->ready  -$`))
+  })
+
+  it('--follow --until-idle prints the backlog, picks up entries of another process, then exits 0', async () => {
+    const a = create('--title', 'before')
+    const follower = background('events', '--follow', '--until-idle', '3000', '--json')
+    await follower.waitForLine((line) => line.includes(a.id))
+
+    const late = create('--title', 'written while following') // another process
+    await follower.waitForLine((line) => line.includes(late.id))
+    expect(await follower.exited).toEqual({ code: 0, signal: null })
+
+    const entries = follower.lines.map((line) => JSON.parse(line) as JournalEntry)
+    expect(entries.map((e) => [e.actorId, e.kind])).toEqual([
+      [a.id, 'created'],
+      [late.id, 'created'],
+    ])
+    expect(entries[1]!.seq).toBeGreaterThan(entries[0]!.seq)
+    expect(follower.stderr()).toBe('')
+  })
+
+  it.each(['SIGTERM', 'SIGINT'] as const)('--follow keeps tailing until %s, then exits 0', async (signal) => {
+    const a = create('--title', 'before')
+    const follower = background('events', '--follow', '--task', a.id)
+    await follower.waitForLine((line) => line.includes('created'))
+
+    const claim = cliJson<Claim>('task', 'claim', a.id, '--worker', 'w') // another process, filtered task
+    create('--title', 'other task, filtered out')
+    await follower.waitForLine((line) => line.includes(`claimed  ready->running  ${claim.runId}`))
+    await sleep(300)
+    expect(follower.running()).toBe(true)
+
+    follower.child.kill(signal)
+    expect(await follower.exited).toEqual({ code: 0, signal: null })
+    expect(follower.lines).toHaveLength(2)
+    expect(follower.stderr()).toBe('')
+  })
+})
