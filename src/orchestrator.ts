@@ -4,16 +4,19 @@
 import { resolve } from 'node:path'
 import { openDatabase, writeTransaction } from '../persistence/connection.js'
 import { JournalQueries } from '../persistence/journal.js'
-import { Kernel } from '../persistence/kernel.js'
+import { Kernel, type MachineDefinition } from '../persistence/kernel.js'
+import { TASK_MACHINE_ID } from '../machines/task.js'
+import { SESSION_MACHINE_ID } from '../machines/session.js'
 import { migrate } from '../persistence/migrations.js'
 import { SessionQueries } from '../persistence/sessions.js'
 import { TaskQueries } from '../persistence/tasks.js'
 import { ClosedError, InvalidInputError } from './errors.js'
+import { Intake } from './intake.js'
 import { JournalFeed } from './journal-feed.js'
 import { Sessions, type SessionAdapter } from './sessions.js'
 import { SqliteTaskBoard } from './task-board.js'
 import { TimerLoop } from './timer-loop.js'
-import type { Orchestrator, OrchestratorOptions, TaskDefaults } from './types.js'
+import type { Orchestrator, OrchestratorOptions, ReloadOptions, ReloadResult, TaskDefaults } from './types.js'
 import * as v from './validate.js'
 
 export const DEFAULT_TASK_DEFAULTS: TaskDefaults = {
@@ -51,23 +54,16 @@ export async function createOrchestrator(options: OrchestratorOptions = {}): Pro
     throw error
   }
 
+  const intake = new Intake()
+  const guard = <T>(operation: () => Promise<T>): Promise<T> => intake.run(operation)
+  let closing: Promise<void> | null = null
+
   const kernel = new Kernel(db, { now: options.now, busyRetryMs, onError })
   const queries = new TaskQueries(db)
   kernel.register(queries.actorKind())
   const feed = new JournalFeed(new JournalQueries(db), pollMs, onError)
-  const timers = new TimerLoop(kernel, pollMs, onError)
-
-  let closed = false
-  let closing: Promise<void> | null = null
-  const inFlight = new Set<Promise<unknown>>()
-  const guard = <T>(operation: () => Promise<T>): Promise<T> => {
-    if (closed) return Promise.reject(new ClosedError())
-    const promise = operation()
-    inFlight.add(promise)
-    const forget = () => inFlight.delete(promise)
-    promise.then(forget, forget)
-    return promise
-  }
+  // Timer deliveries enter through the same intake as calls, so a reload pauses them too.
+  const timers = new TimerLoop(kernel, pollMs, onError, guard)
 
   kernel.onCommit((commit) => {
     if (commit.journal.length > 0) feed.wake()
@@ -76,7 +72,7 @@ export async function createOrchestrator(options: OrchestratorOptions = {}): Pro
   if (options.runTimers !== false) timers.start()
 
   const assertOpen = () => {
-    if (closed) throw new ClosedError()
+    if (intake.isClosed) throw new ClosedError()
   }
   const tasks = new SqliteTaskBoard({ kernel, queries, feed, defaults, maxPayloadBytes, busyRetryMs, guard, assertOpen })
   const sessionQueries = new SessionQueries(db)
@@ -89,17 +85,58 @@ export async function createOrchestrator(options: OrchestratorOptions = {}): Pro
     tasks,
     sessions,
     runDueTimers: () => guard(() => timers.runDue()),
+    barrier: (fn) => intake.exclusive(fn),
+    reload: (reloadOptions = {}) => intake.exclusive(() => reload(kernel, reloadOptions)),
     close() {
       closing ??= (async () => {
         // Worker pools drain first (bounded by their stopTimeoutMs) while the board still works.
         await tasks.stopWorkers()
-        closed = true
+        await intake.close()
         feed.close()
         await timers.stop()
-        await Promise.allSettled([...inFlight])
         db.close()
       })()
       return closing
     },
+  }
+}
+
+const KIND_BY_NAME = { task: TASK_MACHINE_ID, session: SESSION_MACHINE_ID } as const
+
+/**
+ * Swap machine definitions and migrate every persisted snapshot in one transaction: if
+ * any actor cannot be migrated or restored, nothing changes and the error names it.
+ * Runs inside the intake barrier (no call or timer delivery is in progress).
+ */
+async function reload(kernel: Kernel, options: ReloadOptions): Promise<ReloadResult> {
+  const o = v.requireRecord(options, 'reload options')
+  const machines = v.requireRecord(o.machines ?? {}, 'machines')
+  const swaps: Array<[string, MachineDefinition]> = []
+  for (const [name, definition] of Object.entries(machines)) {
+    const machineId = KIND_BY_NAME[name as keyof typeof KIND_BY_NAME]
+    if (!machineId) throw new InvalidInputError(`machines.${name}: unknown machine (task or session)`, { field: `machines.${name}` })
+    const d = v.requireRecord(definition, `machines.${name}`)
+    if (!d.machine || typeof (d.machine as { transition?: unknown }).transition !== 'function') {
+      throw new InvalidInputError(`machines.${name}.machine must be an XState machine`, { field: `machines.${name}.machine` })
+    }
+    const version = v.optionalInt(d.version, `machines.${name}.version`, 1, 1_000_000, 0)
+    if (version === 0) throw new InvalidInputError(`machines.${name}.version is required`, { field: `machines.${name}.version` })
+    swaps.push([machineId, definition as MachineDefinition])
+  }
+  const previous = swaps.map(([machineId]) => [machineId, kernel.definition(machineId)] as const)
+  try {
+    const migrated = await kernel.write((tx) => {
+      const counts: Record<string, number> = {}
+      for (const [machineId, definition] of swaps) {
+        kernel.replaceMachine(machineId, definition)
+        counts[machineId] = kernel.migrateAll(tx, machineId)
+      }
+      return counts
+    })
+    return { machines: swaps.map(([machineId, d]) => ({ machineId, version: d.version, migrated: migrated[machineId] ?? 0 })) }
+  } catch (error) {
+    // The transaction rolled back: put the old definitions back too.
+    for (const [machineId, definition] of previous) kernel.replaceMachine(machineId, definition)
+    throw error
   }
 }

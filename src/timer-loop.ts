@@ -20,6 +20,8 @@ export class TimerLoop {
     private readonly kernel: Kernel,
     private readonly pollMs: number,
     private readonly onError: (error: unknown) => void,
+    /** Entry point for deliveries (the orchestrator's intake, so reloads pause them). */
+    private readonly enter: <T>(operation: () => Promise<T>) => Promise<T> = (operation) => operation(),
   ) {}
 
   start(): void {
@@ -67,10 +69,13 @@ export class TimerLoop {
   private tick(): void {
     this.timer = null
     this.wakeAt = Number.POSITIVE_INFINITY
-    this.running = this.runDue()
+    this.running = this.enter(() => this.runDue())
       .then(
         () => undefined,
-        (error) => this.onError(error),
+        // Closing races a tick: nothing to report.
+        (error: unknown) => {
+          if ((error as { code?: string }).code !== 'CLOSED') this.onError(error)
+        },
       )
       .finally(() => {
         this.running = null

@@ -224,12 +224,32 @@ export interface OrchestratorOptions {
   sessionAdapter?: import('./sessions.js').SessionAdapter
 }
 
+export interface ReloadOptions {
+  /** New machine definitions; persisted snapshots of older versions are migrated. */
+  machines?: {
+    task?: import('../persistence/kernel.js').MachineDefinition
+    session?: import('../persistence/kernel.js').MachineDefinition
+  }
+}
+
+export interface ReloadResult {
+  machines: Array<{ machineId: string; version: number; migrated: number }>
+}
+
 export interface Orchestrator {
   readonly path: string
   readonly tasks: TaskBoard
   readonly sessions: import('./sessions.js').Sessions
   /** Deliver due timers now instead of waiting for the loop (tests, scripts). */
   runDueTimers(): Promise<number>
+  /**
+   * Hot reload: pause intake (new calls wait, none fail), let in-flight calls finish,
+   * swap machine definitions, migrate persisted snapshots of older versions (all or
+   * nothing; an actor that cannot be migrated is named in SNAPSHOT_INCOMPATIBLE), resume.
+   */
+  reload(options?: ReloadOptions): Promise<ReloadResult>
+  /** Run `fn` with intake paused the same way (e.g. to swap request handlers atomically). Do not call this orchestrator from inside `fn`. */
+  barrier<T>(fn: () => Promise<T> | T): Promise<T>
   /** Stop background loops and close the database. Idempotent. */
   close(): Promise<void>
 }
