@@ -13,7 +13,8 @@ const pool = orch.tasks.work({
   leaseMs: Number(leaseMs),
   heartbeatMs: Math.floor(Number(leaseMs) / 4),
   idlePollMs: 200,
-  handler: async (task) => {
+  handler: async (task, { runId }) => {
+    process.stdout.write(`run ${runId}\n`)
     await new Promise((r) => setTimeout(r, Math.random() * 4))
     handled++
     if (handled % 50 === 0) process.stdout.write(`progress ${handled}\n`)

@@ -81,6 +81,11 @@ describe('chaos: kill -9 worker processes mid-run', () => {
     expect(await workers[0]!.exit).toBeNull()
     for (const [i, code] of codes.entries()) expect(code, survivors[i]!.output()).toBe(0)
 
+    // No handler ever ran twice for the same run id, across kills and restarts.
+    const handled = [...workers, ...replacements].flatMap((w) => w.output().match(/^run \S+$/gm) ?? [])
+    expect(handled.length).toBeGreaterThanOrEqual(TASKS)
+    expect(new Set(handled).size).toBe(handled.length)
+
     const db = raw(path)
     const count = (sql: string) => (db.prepare(sql).get() as { n: number }).n
     expect(count(`SELECT COUNT(*) n FROM tasks WHERE status != 'done'`)).toBe(0)
