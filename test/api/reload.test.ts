@@ -1,7 +1,7 @@
 /** Hot reload: the request barrier, machine version bumps with migrations, refused restores. */
 import Database from 'better-sqlite3'
 import { describe, expect, it } from 'vitest'
-import { createOrchestrator, sessionMachine, taskMachine, type Orchestrator } from '../../src/index.js'
+import { createOrchestrator, sessionMachine, taskMachine, watchMachines, type Orchestrator } from '../../src/index.js'
 import type { PersistedSnapshot } from '../../persistence/kernel.js'
 import { open, raw, sleep, tempDbPath, waitFor } from '../helpers.js'
 
@@ -106,6 +106,41 @@ describe('reload', () => {
     const orch = await open()
     await expect(orch.reload({ machines: { nope: {} } as never })).rejects.toMatchObject({ code: 'INVALID_INPUT' })
     await expect(orch.reload({ machines: { task: { machine: {} as never, version: 2 } } })).rejects.toMatchObject({ code: 'INVALID_INPUT' })
+  })
+})
+
+describe('watchMachines (dev-mode reload)', () => {
+  it('a changed machine module on disk is reloaded through the barrier, with its migration', async () => {
+    const { mkdtempSync, writeFileSync, rmSync } = await import('node:fs')
+    const { join } = await import('node:path')
+    const { tmpdir } = await import('node:os')
+    const { pathToFileURL } = await import('node:url')
+    const dir = mkdtempSync(join(tmpdir(), 'lockstep-machines-'))
+    const taskModuleUrl = pathToFileURL(join(import.meta.dirname, '..', '..', 'dist', 'machines', 'task.js')).href
+    const file = join(dir, 'task-machine.mjs')
+    const write = (version: number) =>
+      writeFileSync(
+        file,
+        `import { taskMachine } from ${JSON.stringify(taskModuleUrl)}\n` +
+          `export default { machine: taskMachine, version: ${version}, migrations: { 1: (s) => ({ ...s, context: { ...s.context, note: 'v2' } }) } }\n`,
+      )
+    write(1)
+    const path = tempDbPath()
+    const orch = await createOrchestrator({ path })
+    const t = await orch.tasks.create({ title: 'lives through the reload' })
+    const reloads: unknown[] = []
+    const watcher = watchMachines(orch, { modules: { task: file }, debounceMs: 20, onReload: (r) => reloads.push(r) })
+    const calls = Array.from({ length: 10 }, (_, i) => sleep(i * 10).then(() => orch.tasks.create({ title: `during ${i}` })))
+    write(2)
+    await waitFor(() => reloads.length > 0, 5_000)
+    expect(reloads[0]).toEqual({ machines: [{ machineId: 'lockstep.task', version: 2, migrated: expect.any(Number) }] })
+    expect((await Promise.all(calls)).every((task) => task.status === 'ready')).toBe(true)
+    const row = raw(path).prepare('SELECT machine_version, snapshot FROM tasks WHERE id = ?').get(t.id) as { machine_version: number; snapshot: string }
+    expect(row.machine_version).toBe(2)
+    expect(JSON.parse(row.snapshot).context.note).toBe('v2')
+    watcher.close()
+    await orch.close()
+    rmSync(dir, { recursive: true, force: true })
   })
 })
 
