@@ -21,7 +21,7 @@ export interface ConnectionOptions {
   busyTimeoutMs?: number
 }
 
-export function openDatabase(options: ConnectionOptions): Db {
+export function openDatabase(options: ConnectionOptions, busyRetryMs = 60_000): Db {
   let db: Db
   try {
     db = new Database(options.path)
@@ -29,10 +29,12 @@ export function openDatabase(options: ConnectionOptions): Db {
     throw new StoreOpenError(options.path, error)
   }
   try {
-    // WAL lets readers run beside the one writer, across processes.
-    if (options.path !== ':memory:') db.pragma('journal_mode = WAL')
-    db.pragma(`synchronous = ${options.synchronous ?? 'NORMAL'}`)
+    // busy_timeout first: switching a fresh file to WAL takes a lock that other processes
+    // opening the same file at the same moment contend for.
     db.pragma(`busy_timeout = ${Math.max(0, Math.floor(options.busyTimeoutMs ?? 2000))}`)
+    // WAL lets readers run beside the one writer, across processes.
+    if (options.path !== ':memory:') retryBusySync(() => db.pragma('journal_mode = WAL'), busyRetryMs)
+    db.pragma(`synchronous = ${options.synchronous ?? 'NORMAL'}`)
     db.pragma('foreign_keys = ON')
     return db
   } catch (error) {
@@ -61,6 +63,23 @@ function immediate<T>(db: Db, fn: () => T): T {
     immediateRunners.set(db, run)
   }
   return run(fn) as T
+}
+
+const pause = new Int32Array(new SharedArrayBuffer(4))
+
+/** Busy retry for the few synchronous steps of opening a file (no event loop to yield to yet). */
+function retryBusySync<T>(fn: () => T, busyRetryMs: number): T {
+  const started = Date.now()
+  for (let delay = 2; ; delay = Math.min(delay * 2, 100)) {
+    try {
+      return fn()
+    } catch (error) {
+      if (!isBusyError(error)) throw error
+      const waited = Date.now() - started
+      if (waited >= busyRetryMs) throw new StoreBusyError(waited, error)
+      Atomics.wait(pause, 0, 0, delay / 2 + Math.random() * delay)
+    }
+  }
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))

@@ -45,7 +45,7 @@ export async function createOrchestrator(options: OrchestratorOptions = {}): Pro
   }
   const onError = options.onError ?? ((error: unknown) => console.error('[lockstep]', error))
 
-  const db = openDatabase({ path, synchronous: synchronous as 'NORMAL', busyTimeoutMs: options.busyTimeoutMs })
+  const db = openDatabase({ path, synchronous: synchronous as 'NORMAL', busyTimeoutMs: options.busyTimeoutMs }, busyRetryMs)
   try {
     // Two processes opening a fresh file at once: the write lock serializes the migration.
     await writeTransaction(db, () => migrate(db, path), busyRetryMs)

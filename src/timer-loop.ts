@@ -32,6 +32,9 @@ export class TimerLoop {
   async runDue(): Promise<number> {
     let total = 0
     for (;;) {
+      // A read first: an idle orchestrator must not take the write lock on every tick.
+      const due = this.kernel.nextTimerDue()
+      if (due === null || due > this.kernel.now()) return total
       const delivered = await this.kernel.deliverDueTimers(BATCH)
       total += delivered
       if (delivered < BATCH) return total

@@ -230,6 +230,22 @@ const COMMANDS: Command[] = [
     },
   }),
   command({
+    name: 'mcp',
+    summary: 'serve the board and session approvals as MCP tools on stdio, until stdin closes (see README: MCP server)',
+    // An agent CLI starts the server with a path from its config: a fresh file is created.
+    createsDb: true,
+    flags: {
+      watch: { type: 'boolean', help: 'hot-reload the tool module (and machine modules) when they change on disk' },
+      tools: { type: 'string', arg: 'PATH', help: 'tool module to serve (default: the built-in dist/src/mcp/tools.js)' },
+    },
+    parse: (values) => ({ watch: values.watch === true, tools: text(values, 'tools') }),
+    async run({ orch }, options) {
+      // Loaded on demand: the other commands do not pay for the MCP SDK.
+      const { serveStdio } = await import('../mcp/server.js')
+      await serveStdio(orch, options)
+    },
+  }),
+  command({
     name: 'events',
     summary: 'print journal entries, one per line (NDJSON with --json)',
     flags: {

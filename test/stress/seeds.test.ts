@@ -66,6 +66,20 @@ describe('seed 003: processes race to claim on one file', () => {
   })
 })
 
+describe('opening a fresh file', () => {
+  it('several processes creating the same new file at once all succeed (WAL switch and migration serialized)', async () => {
+    for (let trial = 0; trial < 3; trial++) {
+      const path = tempDbPath()
+      const outs = await Promise.all(Array.from({ length: 4 }, (_, i) => runProc('create-one.mjs', [path, `from process ${i}`])))
+      for (const out of outs) {
+        expect(out.stderr).toBe('')
+        expect(out.code).toBe(0)
+      }
+      expect(raw(path).prepare('SELECT COUNT(*) n FROM tasks').get()).toEqual({ n: 4 })
+    }
+  })
+})
+
 describe('seed 002: the parent gate under a create-then-link race', () => {
   it('no claim ever succeeds while a parent is not done; racing links are refused or demote', async () => {
     const path = tempDbPath()
