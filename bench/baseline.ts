@@ -9,6 +9,9 @@
  *   complete: BEGIN IMMEDIATE; UPDATE task WHERE id AND run_id match (the fence);
  *             UPDATE run ended/outcome; INSERT event; COMMIT
  *
+ * The create→start scenario's poller (pool-jobs.ts) adds a plain read, hasReady(), before
+ * it claims, and claims with claimNextTitled(): the claim above, also returning the title.
+ *
  * Its own schema in its own file, opened with the same pragmas as lockstep (WAL, the
  * given synchronous, busy_timeout). It relies on busy_timeout alone for contention:
  * its transactions are a fraction of a millisecond, far below the timeout.
@@ -62,10 +65,17 @@ export interface BaselineClaim {
   runId: string
 }
 
+/** A claim that also carries the task's title (the latency scenario's poller reads it). */
+export interface TitledClaim extends BaselineClaim {
+  title: string
+}
+
 export class BaselineBoard {
   private readonly db: Database.Database
   private readonly createTx: (id: string, title: string, now: number) => void
   private readonly claimTx: (worker: string, now: number) => BaselineClaim | null
+  private readonly claimTitledTx: (worker: string, now: number) => TitledClaim | null
+  private readonly anyReady: Database.Statement
   private readonly completeTx: (claim: BaselineClaim, now: number) => void
 
   constructor(spec: BoardSpec) {
@@ -84,6 +94,10 @@ export class BaselineBoard {
       nextReady: db.prepare(
         `SELECT id FROM tasks WHERE status = 'ready' ORDER BY priority DESC, created_at LIMIT 1`,
       ),
+      nextReadyTitled: db.prepare(
+        `SELECT id, title FROM tasks WHERE status = 'ready' ORDER BY priority DESC, created_at LIMIT 1`,
+      ),
+      anyReady: db.prepare(`SELECT 1 FROM tasks WHERE status = 'ready' LIMIT 1`).pluck(),
       claimTask: db.prepare(
         `UPDATE tasks SET status = 'running', run_id = ?, worker = ?, lease_expires_at = ?,
                           attempts = attempts + 1, updated_at = ?
@@ -120,6 +134,22 @@ export class BaselineBoard {
       }
     }).immediate
 
+    // claimTx again, also returning the title (same row, same cost): what the latency
+    // scenario's poller hands its handler. Kept separate so the cycle scenarios' claim is untouched.
+    this.claimTitledTx = db.transaction((worker: string, now: number): TitledClaim | null => {
+      for (;;) {
+        const row = s.nextReadyTitled.get() as { id: string; title: string } | undefined
+        if (!row) return null
+        const runId = randomUUID()
+        const leaseExpiresAt = now + LEASE_MS
+        if (s.claimTask.run(runId, worker, leaseExpiresAt, now, row.id).changes !== 1) continue
+        s.openRun.run(runId, row.id, worker, now, leaseExpiresAt)
+        s.insertEvent.run(row.id, 'claimed', runId, now)
+        return { taskId: row.id, runId, title: row.title }
+      }
+    }).immediate
+    this.anyReady = s.anyReady
+
     this.completeTx = db.transaction((claim: BaselineClaim, now: number) => {
       if (s.completeTask.run(now, now, claim.taskId, claim.runId).changes !== 1) {
         throw new Error(`lease lost: task ${claim.taskId} is no longer held by run ${claim.runId}`)
@@ -135,6 +165,16 @@ export class BaselineBoard {
 
   claimNext(worker: string): BaselineClaim | null {
     return this.claimTx(worker, Date.now())
+  }
+
+  /** claimNext, returning the task's title with the claim. */
+  claimNextTitled(worker: string): TitledClaim | null {
+    return this.claimTitledTx(worker, Date.now())
+  }
+
+  /** A plain read, no write lock: is any task ready? (A poller's cheap look before it claims.) */
+  hasReady(): boolean {
+    return this.anyReady.get() !== undefined
   }
 
   complete(claim: BaselineClaim): void {

@@ -21,6 +21,8 @@ export interface ClusterOptions {
 export interface ClusterRun {
   /** From releasing the barrier to the last process finishing its last operation. */
   wallMs: number
+  /** Date.now() when the barrier was released: for scenarios that time the run from the file's own timestamps. */
+  goEpochMs: number
   results: JobResult[]
 }
 
@@ -95,6 +97,7 @@ export async function runJobs(jobs: Job[], options: ClusterOptions): Promise<Clu
     withTimeout(Promise.all(workers.map((w) => w.next(type))), options.timeoutMs, `waiting for '${type}'`)
   try {
     await all('ready')
+    const goEpochMs = Date.now()
     const start = now()
     for (const w of workers) w.child.send({ type: 'go' })
     await all('finished')
@@ -102,7 +105,7 @@ export async function runJobs(jobs: Job[], options: ClusterOptions): Promise<Clu
     const results = (await all('result')).map((m) => (m as Extract<ChildMessage, { type: 'result' }>).result)
     await withTimeout(Promise.all(workers.map((w) => w.exited)), options.timeoutMs, 'workers to exit')
     for (const w of workers) w.throwIfFailed()
-    return { wallMs, results }
+    return { wallMs, goEpochMs, results }
   } finally {
     for (const w of workers) w.kill()
   }

@@ -3,12 +3,13 @@
  * same work, in the same run, on the same machine.
  *
  *   node dist/bench/main.js [--quick] [--full] [--reps N] [--profile]
- *   LOCKSTEP_BENCH_TASKS=5000 npm run bench
+ *   LOCKSTEP_BENCH_TASKS=5000 LOCKSTEP_BENCH_LATENCY_SAMPLES=500 npm run bench
  *
- * --quick    300 tasks, 1 repetition (a smoke run)
+ * --quick    300 tasks, 1 repetition, 40 latency samples (a smoke run)
  * --full     also run every scenario with synchronous=FULL
  * --profile  write a V8 CPU profile of every measured worker to .bench/profiles/<scenario>/
- *            (summarize one with: node dist/bench/profile-summary.js <file> --under runCycles)
+ *            (summarize one with: node dist/bench/profile-summary.js <file> --under runCycles;
+ *            the pool scenario's workers run the pool's work in microtasks, so read those whole)
  *
  * Prints a table per synchronous mode and writes the same figures to .bench/results.json.
  */
@@ -18,11 +19,28 @@ import { parseArgs } from 'node:util'
 import { machineFacts, type MachineFacts } from './machine.js'
 import type { Implementation, Synchronous } from './protocol.js'
 import { renderSection, row, writeJson, type Cell, type Row, type Section } from './report.js'
-import { measureCreate, measureCycles, type CreateSample, type CycleSample, type ScenarioConfig } from './scenarios.js'
+import {
+  measureCreate,
+  measureCycles,
+  measureLatency,
+  measurePool,
+  POOL_CONCURRENCY,
+  type CreateSample,
+  type CycleSample,
+  type LatencySample,
+  type Placement,
+  type PoolSample,
+  type ScenarioConfig,
+} from './scenarios.js'
 import { median, summarize, type LatencySummary } from './stats.js'
 
 const PROCESS_COUNTS = [1, 4] as const
 const IMPLEMENTATIONS: readonly Implementation[] = ['lockstep', 'baseline']
+const PLACEMENTS: readonly Placement[] = ['in-process', 'cross-process']
+/** lockstep's default pollMs, and a tighter one; the baseline poller runs at the same period. */
+const POLL_MS = [50, 10] as const
+/** Gap between creates in the latency runs (uniform): long enough that each task meets an idle worker in-process. */
+const LATENCY_GAP_MS: [number, number] = [5, 20]
 /** The design target (DESIGN.md): lockstep at least half the hand-written cycle rate. */
 const TARGET_RATIO = 0.5
 const RESULTS_PATH = resolve('.bench/results.json')
@@ -35,6 +53,8 @@ interface BenchOptions {
   busyTimeoutMs: number
   timeoutMs: number
   profileDir?: string
+  latencySamples: number
+  latencyGapMs: [number, number]
 }
 
 function parseOptions(): BenchOptions {
@@ -47,6 +67,7 @@ function parseOptions(): BenchOptions {
     },
   })
   const envTasks = process.env.LOCKSTEP_BENCH_TASKS
+  const envSamples = process.env.LOCKSTEP_BENCH_LATENCY_SAMPLES
   return {
     tasks: envTasks ? positiveInt(envTasks, 'LOCKSTEP_BENCH_TASKS') : values.quick ? 300 : 2000,
     repetitions: values.reps ? positiveInt(values.reps, '--reps') : values.quick ? 1 : 3,
@@ -57,6 +78,8 @@ function parseOptions(): BenchOptions {
     busyTimeoutMs: 5000,
     timeoutMs: 300_000,
     profileDir: values.profile ? resolve('.bench/profiles') : undefined,
+    latencySamples: envSamples ? positiveInt(envSamples, 'LOCKSTEP_BENCH_LATENCY_SAMPLES') : values.quick ? 40 : 200,
+    latencyGapMs: LATENCY_GAP_MS,
   }
 }
 
@@ -71,13 +94,20 @@ const progress = (line: string) => process.stderr.write(`  ${line}\n`)
 interface ModeSamples {
   create: Record<Implementation, CreateSample[]>
   cycles: Map<number, Record<Implementation, CycleSample[]>>
+  pool: Map<number, Record<Implementation, PoolSample[]>>
+  /** By latencyKey(); one run each (not per repetition): its samples are the repetitions. */
+  latency: Map<string, LatencySample>
 }
+
+const latencyKey = (impl: Implementation, placement: Placement, pollMs: number) => `${impl} ${placement} pollMs=${pollMs}`
 
 async function runMode(synchronous: Synchronous, options: BenchOptions): Promise<ModeSamples> {
   const config: ScenarioConfig = { ...options, synchronous }
   const samples: ModeSamples = {
     create: { lockstep: [], baseline: [] },
     cycles: new Map(PROCESS_COUNTS.map((p) => [p, { lockstep: [], baseline: [] }])),
+    pool: new Map(PROCESS_COUNTS.map((p) => [p, { lockstep: [], baseline: [] }])),
+    latency: new Map(),
   }
   for (let rep = 0; rep < options.repetitions; rep++) {
     // Alternate who goes first, so a machine that warms up or throttles favours neither.
@@ -93,6 +123,27 @@ async function runMode(synchronous: Synchronous, options: BenchOptions): Promise
         const sample = await measureCycles(impl, processes, config, `${synchronous}-p${processes}-r${rep + 1}`)
         samples.cycles.get(processes)![impl].push(sample)
         progress(`${tag} claim→complete ${impl} x${processes}: ${Math.round(sample.rate)} cycles/s`)
+      }
+    }
+    for (const processes of PROCESS_COUNTS) {
+      for (const impl of order) {
+        const sample = await measurePool(impl, processes, config, `${synchronous}-pool-p${processes}-r${rep + 1}`)
+        samples.pool.get(processes)![impl].push(sample)
+        progress(`${tag} worker pool ${impl} x${processes}: ${Math.round(sample.rate)} tasks/s`)
+      }
+    }
+  }
+  // Latency: one run per case (its samples are many), after the repetitions.
+  let run = 0
+  for (const placement of PLACEMENTS) {
+    for (const pollMs of POLL_MS) {
+      const order = run++ % 2 === 0 ? IMPLEMENTATIONS : [...IMPLEMENTATIONS].reverse()
+      for (const impl of order) {
+        const label = `${synchronous}-latency-${placement}-poll${pollMs}`
+        const sample = await measureLatency(impl, placement, pollMs, config, label)
+        samples.latency.set(latencyKey(impl, placement, pollMs), sample)
+        const { p50, p99 } = summarize(sample.start)
+        progress(`[${synchronous}] create→start ${impl} ${placement} pollMs ${pollMs}: p50 ${p50.toFixed(2)} ms, p99 ${p99.toFixed(2)} ms`)
       }
     }
   }
@@ -142,6 +193,55 @@ function cycleRows(samples: ModeSamples): Row[] {
   ]
 }
 
+const POOL_NOTE =
+  `lockstep: one orch.tasks.work({ concurrency: ${POOL_CONCURRENCY}, handler: async () => {} }) per process. ` +
+  'The baseline has no pool: each process runs the claim→complete loop of the rows above (claim, complete, repeat). ' +
+  'Rate: tasks / (start barrier → completed_at of the last task in the file, ms resolution).'
+
+function poolRows(samples: ModeSamples): Row[] {
+  const each = (fn: (processes: number, of: (impl: Implementation) => PoolSample[]) => Row) =>
+    [...samples.pool].map(([processes, bySide]) => fn(processes, (impl) => bySide[impl]))
+  return [
+    ...each((n, of) =>
+      row(`pool_${n}p`, `worker pool, ${plural(n)}`, 'tasks/s', perRepetition(of('lockstep').map((s) => s.rate)), perRepetition(of('baseline').map((s) => s.rate)), POOL_NOTE),
+    ),
+    ...each((n, of) =>
+      row(`pool_cpu_${n}p`, `CPU per task, worker pool, ${plural(n)}`, 'ms', perRepetition(of('lockstep').map((s) => s.cpuPerOp)), perRepetition(of('baseline').map((s) => s.cpuPerOp)), POOL_NOTE),
+    ),
+  ]
+}
+
+function latencyNote(placement: Placement, samples: ModeSamples, options: { latencySamples: number; latencyGapMs: [number, number] }): string {
+  const [min, max] = options.latencyGapMs
+  const common =
+    `t0 just before tasks.create(), t1 on the handler's first line; ${options.latencySamples} tasks per run, created one at a time ${min}-${max} ms apart (uniform). ` +
+    `lockstep: an idle pool (concurrency ${POOL_CONCURRENCY}), the orchestrator's pollMs as in the row; baseline: a hand-written poller that every pollMs reads for a ready task ` +
+    'and, if there is one, claims, runs the handler and completes until none is left (one handler at a time).'
+  if (placement === 'in-process') {
+    return `In-process: one process creates and works. ${common} lockstep's pool wakes from the journal subscription at commit, not from the pollMs poll.`
+  }
+  const skews = [...samples.latency.values()].map((s) => Math.abs(s.clockSkewMs))
+  return (
+    `Cross-process: process A creates, process B works. ${common} lockstep's B wakes from its PRAGMA data_version poll every pollMs. ` +
+    `t0 and t1 are performance.timeOrigin + performance.now() of A and B, B's corrected by the two clocks' difference measured against ` +
+    `Date.now() tick edges (at most ${Math.max(...skews).toFixed(3)} ms in this run).`
+  )
+}
+
+function latencyRows(samples: ModeSamples, options: BenchOptions): Row[] {
+  return PLACEMENTS.flatMap((placement) => {
+    const note = latencyNote(placement, samples, options)
+    const short = placement === 'in-process' ? 'local' : 'cross'
+    return POLL_MS.flatMap((pollMs) => {
+      const of = (impl: Implementation) => summarize(samples.latency.get(latencyKey(impl, placement, pollMs))!.start)
+      const [lockstep, baseline] = [of('lockstep'), of('baseline')]
+      return (['p50', 'p99'] as const).map((p) =>
+        row(`start_${p}_${short}_poll${pollMs}`, `create→start ${p}, ${placement}, pollMs ${pollMs}`, 'ms', { value: lockstep[p] }, { value: baseline[p] }, note),
+      )
+    })
+  })
+}
+
 /** Figures for the JSON only: full latency summaries, per-process shares, the checked row counts. */
 function details(samples: ModeSamples): Record<string, unknown> {
   const perSide = <T>(fn: (impl: Implementation) => T) => Object.fromEntries(IMPLEMENTATIONS.map((impl) => [impl, fn(impl)]))
@@ -162,11 +262,26 @@ function details(samples: ModeSamples): Record<string, unknown> {
         })),
       ]),
     ),
+    pool: Object.fromEntries(
+      [...samples.pool].map(([processes, bySide]) => [
+        `${processes}p`,
+        perSide((impl) => ({
+          wallMs: bySide[impl].map((s) => s.wallMs),
+          parentWallMs: bySide[impl].map((s) => s.parentWallMs),
+          tasksPerProcess: bySide[impl].map((s) => s.tasksPerProcess),
+          fileCounts: bySide[impl].map((s) => s.counts),
+        })),
+      ]),
+    ),
+    latency: Object.fromEntries(
+      [...samples.latency].map(([key, s]) => [key, { start: summarize(s.start), clockSkewMs: s.clockSkewMs, fileCounts: s.counts }]),
+    ),
   }
 }
 
-function buildSection(synchronous: Synchronous, samples: ModeSamples): Section {
-  return { synchronous, rows: [...createRows(samples), ...cycleRows(samples)], details: details(samples) }
+function buildSection(synchronous: Synchronous, samples: ModeSamples, options: BenchOptions): Section {
+  const rows = [...createRows(samples), ...cycleRows(samples), ...poolRows(samples), ...latencyRows(samples, options)]
+  return { synchronous, rows, details: details(samples) }
 }
 
 function targetLine(section: Section): string {
@@ -182,6 +297,7 @@ function header(machine: MachineFacts, options: BenchOptions): string {
     `  node ${machine.node} | ${machine.os} | ${machine.cpuCount} CPUs (${machine.cpuModel})`,
     `  better-sqlite3 ${machine.betterSqlite3} | SQLite ${machine.sqlite} | xstate ${machine.xstate}`,
     `  ${options.tasks} tasks per scenario | ${options.repetitions} repetition(s) | warm-up ${options.warmup} tasks per process`,
+    `  create→start: ${options.latencySamples} samples per case, one run each after the repetitions`,
     `  WAL | busy_timeout ${options.busyTimeoutMs} ms | synchronous passed explicitly to both sides | files in ${machine.tmpdir}`,
     '  rates and CPU: median over repetitions (min-max); latencies: nearest-rank over all samples pooled',
     '  CPU per op: user+system time of the worker processes / ops: the cost without fsync and lock waits',
@@ -196,7 +312,7 @@ async function main(): Promise<void> {
   console.log(header(machine, options))
   const sections: Section[] = []
   for (const synchronous of options.modes) {
-    const section = buildSection(synchronous, await runMode(synchronous, options))
+    const section = buildSection(synchronous, await runMode(synchronous, options), options)
     sections.push(section)
     console.log(`\nsynchronous=${synchronous}`)
     console.log(renderSection(section))

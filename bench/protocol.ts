@@ -24,16 +24,37 @@ export type Job =
   | { mode: 'create'; board: BoardSpec; count: number; warmup: number }
   /** claimNext → complete until nothing is left to claim. */
   | { mode: 'cycle'; board: BoardSpec; worker: string; warmup: number }
+  /** lockstep only: one `orch.tasks.work()` pool with a no-op handler until all `total` tasks in the file are done. */
+  | { mode: 'pool'; board: BoardSpec; worker: string; warmup: number; total: number; concurrency: number }
+  /**
+   * create→start latency. `create` creates `samples` tasks one at a time, a random gap
+   * apart, each titled with the wall-clock time taken just before its create call;
+   * `work` runs an idle pool (lockstep) or poller (baseline) whose handler records
+   * start time minus title; `both` does the two in one process.
+   */
+  | { mode: 'latency'; role: 'create' | 'work' | 'both'; board: BoardSpec; worker: string; warmup: number; latency: LatencySpec }
+
+export interface LatencySpec {
+  samples: number
+  /** Gap between creates: uniform in [min, max] ms. */
+  gapMs: [number, number]
+  /** lockstep: the orchestrator's pollMs; baseline: the poller's sleep between looks. */
+  pollMs: number
+  /** lockstep: the pool's concurrency (the baseline poller runs one handler at a time). */
+  concurrency: number
+}
 
 export interface JobResult {
-  /** Tasks created or cycles completed by this process. */
+  /** Tasks created, cycles completed or handlers run by this process. */
   ops: number
   /** This process's own time from `go` to its last operation. */
   elapsedMs: number
   /** CPU time (user + system) this process used in that span: cost without the waits (fsync, lock). */
   cpuMs: number
-  /** Per-call latencies (ms) by operation name: create, claim, complete. */
+  /** Per-call latencies (ms) by operation name: create, claim, complete; start (create→start). */
   latencies: Record<string, number[]>
+  /** performance.timeOrigin + performance.now() minus Date.now(), measured at a Date.now() tick (stats.ts). */
+  clockOffsetMs?: number
 }
 
 export type ParentMessage = { type: 'go' }

@@ -18,6 +18,8 @@ export interface Row {
   lockstep: Cell
   baseline: Cell
   ratio: number
+  /** What the two sides of this row run, when that is not the obvious same work: printed as a footnote. */
+  note?: string
 }
 
 export interface Section {
@@ -27,8 +29,10 @@ export interface Section {
   details: Record<string, unknown>
 }
 
-export function row(id: string, label: string, unit: Row['unit'], lockstep: Cell, baseline: Cell): Row {
-  return { id, label, unit, better: unit === 'ms' ? 'lower' : 'higher', lockstep, baseline, ratio: lockstep.value / baseline.value }
+export function row(id: string, label: string, unit: Row['unit'], lockstep: Cell, baseline: Cell, note?: string): Row {
+  const r: Row = { id, label, unit, better: unit === 'ms' ? 'lower' : 'higher', lockstep, baseline, ratio: lockstep.value / baseline.value }
+  if (note) r.note = note
+  return r
 }
 
 const integer = new Intl.NumberFormat('en-US', { maximumFractionDigits: 0 })
@@ -53,14 +57,36 @@ export function renderTable(header: string[], body: string[][]): string {
   return [line(header), widths.map((w) => '-'.repeat(w)).join('   '), ...body.map(line)].join('\n')
 }
 
+/** The table, then its notes: rows sharing a note share its number. */
 export function renderSection(section: Section): string {
+  const notes: string[] = []
+  const marker = (note: string | undefined) => {
+    if (!note) return ''
+    if (!notes.includes(note)) notes.push(note)
+    return ` [${notes.indexOf(note) + 1}]`
+  }
   const body = section.rows.map((r) => [
-    `${r.label} (${r.unit})`,
+    `${r.label} (${r.unit})${marker(r.note)}`,
     formatCell(r.lockstep, r.unit),
     formatCell(r.baseline, r.unit),
     `${r.ratio.toFixed(2)}x`,
   ])
-  return renderTable(['scenario', 'lockstep', 'baseline', 'lockstep/baseline'], body)
+  const table = renderTable(['scenario', 'lockstep', 'baseline', 'lockstep/baseline'], body)
+  return [table, ...notes.map((note, i) => wrap(`[${i + 1}] ${note}`, 100, '    '))].join('\n')
+}
+
+/** Greedy word wrap; continuation lines indented. */
+function wrap(text: string, width: number, indent: string): string {
+  const lines: string[] = []
+  let line = ''
+  for (const word of text.split(' ')) {
+    if (line && line.length + 1 + word.length > width) {
+      lines.push(line)
+      line = indent + word
+    } else line = line ? `${line} ${word}` : word
+  }
+  if (line) lines.push(line)
+  return lines.join('\n')
 }
 
 export function writeJson(path: string, data: unknown): void {

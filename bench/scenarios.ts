@@ -7,10 +7,13 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
-import { EVENTS_TABLE } from './boards.js'
+import { EVENTS_TABLE, openBoard } from './boards.js'
 import { runJobs } from './cluster.js'
-import type { BoardSpec, Implementation, Job, Synchronous } from './protocol.js'
+import type { BoardSpec, Implementation, Job, LatencySpec, Synchronous } from './protocol.js'
 import { perSecond } from './stats.js'
+
+/** Handlers per worker-pool process, in both pool scenarios. */
+export const POOL_CONCURRENCY = 4
 
 export interface ScenarioConfig {
   tasks: number
@@ -21,6 +24,10 @@ export interface ScenarioConfig {
   timeoutMs: number
   /** Write a V8 CPU profile of every measured worker into this directory. */
   profileDir?: string
+  /** create→start samples per latency run. */
+  latencySamples: number
+  /** Gap between creates in the latency runs: uniform in [min, max] ms. */
+  latencyGapMs: [number, number]
 }
 
 export interface FileCounts {
@@ -146,6 +153,129 @@ export async function measureCycles(
       complete: results.flatMap((r) => r.latencies.complete!),
       counts,
     }
+  })
+}
+
+export interface PoolSample {
+  rate: number
+  /** CPU ms per task, summed over all worker processes. */
+  cpuPerOp: number
+  /** From the barrier's release to completed_at of the last task (ms resolution). */
+  wallMs: number
+  /** From the barrier's release to the last process's `finished` (includes its done-detection, up to ~5 ms). */
+  parentWallMs: number
+  tasksPerProcess: number[]
+  counts: FileCounts
+}
+
+/** Both schemas stamp tasks.completed_at with Date.now() in the completing transaction. */
+function lastCompletedAt(spec: BoardSpec): number {
+  const db = new Database(spec.path, { readonly: true })
+  try {
+    return db.prepare('SELECT max(completed_at) FROM tasks').pluck().get() as number
+  } finally {
+    db.close()
+  }
+}
+
+/**
+ * Scenario 4: worker-pool throughput. Pre-create `tasks` ready tasks (untimed); then
+ * `processes` processes, released together, each run one lockstep pool
+ * (`orch.tasks.work({ concurrency: 4, handler: async () => {} })`) until every task is
+ * done. The baseline has no pool: each process runs the claim→complete loop of scenarios
+ * 2-3. Both are timed the same way, from the barrier (parent's Date.now()) to the latest
+ * completed_at in the file, so the pools' done-detection is not timed.
+ */
+export async function measurePool(
+  impl: Implementation,
+  processes: number,
+  config: ScenarioConfig,
+  label: string,
+): Promise<PoolSample> {
+  return inTempDir(async (dir) => {
+    const board = boardSpec(impl, dir, config)
+    const n = config.tasks
+    await runJobs([{ mode: 'create', board, count: n, warmup: 0 }], { timeoutMs: config.timeoutMs })
+
+    const jobs: Job[] = Array.from({ length: processes }, (_, i): Job =>
+      impl === 'lockstep'
+        ? { mode: 'pool', board, worker: `w${i}`, warmup: config.warmup, total: n, concurrency: POOL_CONCURRENCY }
+        : { mode: 'cycle', board, worker: `w${i}`, warmup: config.warmup },
+    )
+    const run = await runJobs(jobs, { timeoutMs: config.timeoutMs, execArgv: profileFlags(config, `${label}-${impl}`) })
+    const counts = countRows(board)
+    check(board, counts, { tasks: n, done: n, runs: n, doubleClaimed: 0 }, 3 * n)
+    const handled = run.results.reduce((total, r) => total + r.ops, 0)
+    if (handled !== n) throw new Error(`bench: ${impl} pools reported ${handled} tasks for ${n}`)
+    const wallMs = lastCompletedAt(board) - run.goEpochMs
+    if (!(wallMs > 0)) throw new Error(`bench: ${impl} pool run has no positive wall time (${wallMs} ms)`)
+    return {
+      rate: perSecond(n, wallMs),
+      cpuPerOp: run.results.reduce((total, r) => total + r.cpuMs, 0) / n,
+      wallMs,
+      parentWallMs: run.wallMs,
+      tasksPerProcess: run.results.map((r) => r.ops),
+      counts,
+    }
+  })
+}
+
+export type Placement = 'in-process' | 'cross-process'
+
+export interface LatencySample {
+  /** create→start, ms: t1 (handler's first line) - t0 (just before create was called). */
+  start: number[]
+  /**
+   * Cross-process only: the worker's wallClock() minus the creator's, measured against the
+   * system clock (stats.ts clockOffsetMs) and already subtracted from `start`. 0 in-process.
+   */
+  clockSkewMs: number
+  counts: FileCounts
+}
+
+/**
+ * Scenario 5: create→start latency with an idle worker. In-process: one process runs
+ * the pool (lockstep) or poller (baseline) and creates the tasks. Cross-process: one
+ * process creates, another works. Tasks are created one at a time, `latencyGapMs`
+ * apart; every task's title carries its t0.
+ */
+export async function measureLatency(
+  impl: Implementation,
+  placement: Placement,
+  pollMs: number,
+  config: ScenarioConfig,
+  label: string,
+): Promise<LatencySample> {
+  return inTempDir(async (dir) => {
+    const board = boardSpec(impl, dir, config)
+    const latency: LatencySpec = {
+      samples: config.latencySamples,
+      gapMs: config.latencyGapMs,
+      pollMs,
+      concurrency: POOL_CONCURRENCY,
+    }
+    const warmup = Math.min(config.warmup, 50)
+    // Create the file and schema first: two lockstep processes opening a fresh file at the
+    // same moment can fail with SQLITE_BUSY (see the bench notes), and that is not what
+    // this scenario measures. (The other scenarios create their tasks beforehand anyway.)
+    await (await openBoard(board)).close()
+    const jobs: Job[] =
+      placement === 'in-process'
+        ? [{ mode: 'latency', role: 'both', board, worker: 'w0', warmup, latency }]
+        : [
+            { mode: 'latency', role: 'create', board, worker: 'creator', warmup, latency },
+            { mode: 'latency', role: 'work', board, worker: 'w0', warmup, latency },
+          ]
+    const { results } = await runJobs(jobs, { timeoutMs: config.timeoutMs, execArgv: profileFlags(config, `${label}-${impl}`) })
+    const counts = countRows(board)
+    const n = latency.samples
+    check(board, counts, { tasks: n, done: n, runs: n, doubleClaimed: 0 }, 3 * n)
+    const [creator, worker] = results
+    // t1 (worker's clock) - t0 (creator's clock): take out the difference between the two clocks.
+    const clockSkewMs = worker ? worker.clockOffsetMs! - creator!.clockOffsetMs! : 0
+    const start = results.flatMap((r) => r.latencies.start ?? []).map((ms) => ms - clockSkewMs)
+    if (start.length !== n) throw new Error(`bench: ${impl} latency run reported ${start.length} samples for ${n} tasks`)
+    return { start, clockSkewMs, counts }
   })
 }
 

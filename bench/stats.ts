@@ -6,6 +6,44 @@
 /** Monotonic milliseconds. Never Date.now(): it can step, and has 1 ms resolution. */
 export const now = (): number => performance.now()
 
+/**
+ * Wall-clock milliseconds with sub-millisecond resolution: performance.timeOrigin (the
+ * process's start, read from the system clock) plus its monotonic performance.now().
+ * Used where two processes' times are subtracted (create→start latency). Each process's
+ * timeOrigin can be off by however long the process was preempted while Node read its
+ * two start clocks, so cross-process differences are corrected with
+ * clockOffsetMs().
+ */
+export const wallClock = (): number => performance.timeOrigin + performance.now()
+
+/**
+ * How far wallClock() is from the system clock (Date.now(), shared by all processes) in
+ * this process, to a few microseconds: spin until Date.now() ticks to the next
+ * millisecond, when the true time is that integer. A reading is only as good as the
+ * loop iteration that saw the tick is short, so readings from iterations longer than
+ * 20 µs (a preemption) are dropped; median of five good ones (~5 ms of spinning).
+ */
+export function clockOffsetMs(): number {
+  const good: number[] = []
+  const all: number[] = []
+  let last = Date.now()
+  let lastRead = performance.now()
+  for (let ticks = 0; good.length < 5 && ticks < 100; ) {
+    const at = wallClock()
+    const tick = Date.now()
+    const read = performance.now()
+    if (tick !== last) {
+      ticks++
+      all.push(at - tick)
+      // The tick happened between the two Date.now() reads, lastRead..read: so did `at`.
+      if (read - lastRead < 0.02) good.push(at - tick)
+      last = tick
+    }
+    lastRead = read
+  }
+  return median(good.length > 0 ? good : all)
+}
+
 /** Time one awaited call and push its duration (ms) onto `into`. */
 export async function timed<T>(into: number[], fn: () => T | Promise<T>): Promise<T> {
   const start = now()

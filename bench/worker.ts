@@ -5,6 +5,7 @@
  */
 import { rmSync } from 'node:fs'
 import { openBoard, type BenchBoard } from './boards.js'
+import { runLatency, runPool, type Lifecycle } from './pool-jobs.js'
 import type { BoardSpec, ChildMessage, Job, JobResult, ParentMessage } from './protocol.js'
 import { cpuMsSince, now, timed } from './stats.js'
 
@@ -66,6 +67,21 @@ async function warmUp(spec: BoardSpec, tasks: number): Promise<void> {
 
 async function main(): Promise<void> {
   const job = JSON.parse(process.argv[2]!) as Job
+  if (job.mode === 'pool' || job.mode === 'latency') {
+    // These pace the barrier themselves (a latency pool must be idle and waiting before `go`).
+    const life: Lifecycle = {
+      barrier: async () => {
+        const go = startBarrier()
+        await send({ type: 'ready' })
+        await go
+      },
+      finished: () => send({ type: 'finished' }),
+    }
+    const result = job.mode === 'pool' ? await runPool(job, life) : await runLatency(job, life)
+    await send({ type: 'result', result })
+    process.disconnect()
+    return
+  }
   await warmUp(job.board, job.warmup)
   const board = await openBoard(job.board)
   const go = startBarrier()
