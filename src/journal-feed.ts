@@ -1,15 +1,20 @@
 /**
  * Subscriptions to the journal. Local commits wake the feed at once; commits of other
  * processes are noticed by polling `PRAGMA data_version` (a cheap counter, no query of
- * the journal unless it moved). Every subscriber reads the journal itself from its own
- * cursor, so entries arrive exactly once and in `seq` order whoever wrote them.
+ * the journal unless it moved). Every subscriber has its own cursor, so entries arrive
+ * exactly once and in `seq` order whoever wrote them. A local commit that directly follows
+ * what a subscriber has already been served is handed over from memory; anything else
+ * (a gap means another process committed in between) is read from the journal.
  */
 import type { JournalPage, JournalQueries } from '../persistence/journal.js'
 import type { JournalEntry } from './types.js'
 
 interface Subscriber {
   listener: (entry: JournalEntry) => void
+  /** The last entry delivered to this subscriber (matching its filter). */
   cursor: number
+  /** Every entry up to this seq, matching or not, has been considered. */
+  position: number
   machineId?: string
   actorId?: string
 }
@@ -22,6 +27,8 @@ export class JournalFeed {
   private lastDataVersion = -1
   private flushing = false
   private closed = false
+  /** Local commits not yet delivered, in seq order. */
+  private pending: JournalEntry[] = []
 
   constructor(
     private readonly journal: JournalQueries,
@@ -34,9 +41,11 @@ export class JournalFeed {
   }
 
   subscribe(listener: (entry: JournalEntry) => void, options: { after?: number; machineId?: string; actorId?: string }): () => void {
+    const start = options.after ?? this.journal.maxSeq()
     const subscriber: Subscriber = {
       listener,
-      cursor: options.after ?? this.journal.maxSeq(),
+      cursor: start,
+      position: start,
       machineId: options.machineId,
       actorId: options.actorId,
     }
@@ -49,9 +58,11 @@ export class JournalFeed {
     }
   }
 
-  /** A local commit happened. */
-  wake(): void {
-    if (this.subscribers.size > 0) queueMicrotask(() => this.flush())
+  /** A local commit wrote these entries (consecutive seqs). */
+  wake(entries: JournalEntry[]): void {
+    if (this.subscribers.size === 0) return
+    this.pending.push(...entries)
+    queueMicrotask(() => this.flush())
   }
 
   close(): void {
@@ -83,29 +94,56 @@ export class JournalFeed {
   private flush(): void {
     if (this.flushing || this.closed) return
     this.flushing = true
+    const batch = this.pending
+    this.pending = []
+    const contiguous = batch.every((entry, i) => i === 0 || entry.seq === batch[i - 1]!.seq + 1)
     try {
       for (const subscriber of this.subscribers) {
-        for (;;) {
-          const entries = this.journal.page({
-            after: subscriber.cursor,
-            limit: BATCH,
-            machineId: subscriber.machineId,
-            actorId: subscriber.actorId,
-          })
-          for (const entry of entries) {
-            subscriber.cursor = entry.seq
-            if (!this.subscribers.has(subscriber)) break
-            try {
-              subscriber.listener(entry)
-            } catch (error) {
-              this.onError(error)
-            }
-          }
-          if (entries.length < BATCH || !this.subscribers.has(subscriber)) break
+        if (contiguous && batch.length > 0 && batch[0]!.seq === subscriber.position + 1) {
+          this.deliver(subscriber, batch.filter((entry) => matches(subscriber, entry)))
+          subscriber.position = batch[batch.length - 1]!.seq
+        } else {
+          this.catchUp(subscriber)
         }
       }
     } finally {
       this.flushing = false
     }
   }
+
+  /** Read everything the subscriber has not seen from the journal. */
+  private catchUp(subscriber: Subscriber): void {
+    const upTo = this.journal.maxSeq()
+    for (;;) {
+      const entries = this.journal.page({
+        after: subscriber.cursor,
+        limit: BATCH,
+        machineId: subscriber.machineId,
+        actorId: subscriber.actorId,
+      })
+      this.deliver(subscriber, entries)
+      if (entries.length < BATCH || !this.subscribers.has(subscriber)) break
+    }
+    subscriber.position = Math.max(upTo, subscriber.cursor)
+  }
+
+  private deliver(subscriber: Subscriber, entries: JournalEntry[]): void {
+    for (const entry of entries) {
+      if (entry.seq <= subscriber.cursor) continue
+      if (!this.subscribers.has(subscriber)) return
+      subscriber.cursor = entry.seq
+      try {
+        subscriber.listener(entry)
+      } catch (error) {
+        this.onError(error)
+      }
+    }
+  }
+}
+
+function matches(subscriber: Subscriber, entry: JournalEntry): boolean {
+  return (
+    (subscriber.machineId === undefined || entry.machineId === subscriber.machineId) &&
+    (subscriber.actorId === undefined || entry.actorId === subscriber.actorId)
+  )
 }

@@ -66,7 +66,7 @@ export async function createOrchestrator(options: OrchestratorOptions = {}): Pro
   const timers = new TimerLoop(kernel, pollMs, onError, guard)
 
   kernel.onCommit((commit) => {
-    if (commit.journal.length > 0) feed.wake()
+    if (commit.journal.length > 0) feed.wake(commit.journal)
     if (commit.earliestTimerDue !== null) timers.poke(commit.earliestTimerDue)
   })
   if (options.runTimers !== false) timers.start()

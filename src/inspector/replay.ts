@@ -106,7 +106,7 @@ function journalKindsOf(actions: Array<{ type: string; params?: unknown }>): str
 
 const sameList = (a: string[], b: string[]) => a.length === b.length && a.every((x, i) => x === b[i])
 
-export function replayActor(store: InspectorStore, machine: AnyStateMachine, actor: ActorInfo): Replay {
+export function replayActor(store: InspectorStore, machine: AnyStateMachine | null, actor: ActorInfo): Replay {
   const rows = store.actorJournalAsc(actor.id, actor.machineId, MAX_REPLAY_ENTRIES + 1)
   const truncated = rows.length > MAX_REPLAY_ENTRIES
   if (truncated) rows.length = MAX_REPLAY_ENTRIES
@@ -127,7 +127,7 @@ export function replayActor(store: InspectorStore, machine: AnyStateMachine, act
   const done = (note: string | null, verified = false): Replay => ({ steps: out, verified, note, lastSeq })
 
   if (truncated) return done(`the actor has more than ${MAX_REPLAY_ENTRIES} journal entries: only recorded states are shown`)
-  if (actor.machineId !== TASK_MACHINE && actor.machineId !== SESSION_MACHINE) return done('no replay for this machine: only recorded states are shown')
+  if (!machine || (actor.machineId !== TASK_MACHINE && actor.machineId !== SESSION_MACHINE)) return done('no replay for this machine: only recorded states are shown')
   if (actor.rowMachineVersion !== actor.knownMachineVersion || steps.some((s) => s.rows.some((r) => r.kind === 'migrated'))) {
     return done('the actor was written by another machine version (or migrated): only recorded states are shown')
   }

@@ -165,7 +165,7 @@ export class InspectorStore {
       children: db.prepare('SELECT child_id FROM task_links WHERE parent_id = ? LIMIT ?').pluck(),
       session: db.prepare('SELECT rowid AS n, * FROM sessions WHERE id = ?'),
       sessionsLite: db.prepare(
-        'SELECT s.rowid AS n, s.id, s.status, s.state, s.agent, s.model, s.generation, s.attempts, s.updated_at FROM json_each(?) j JOIN sessions s ON s.id = j.value',
+        'SELECT s.rowid AS n, s.id, s.status, s.state, s.agent, s.model, s.generation, s.attempts, s.created_at, s.updated_at FROM json_each(?) j JOIN sessions s ON s.id = j.value',
       ),
       sessions: db.prepare(
         `SELECT rowid AS n, id, status, state, agent, model, generation, attempts, created_at, updated_at FROM sessions
