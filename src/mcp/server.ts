@@ -154,7 +154,7 @@ export async function startMcpServer(options: McpServeOptions): Promise<McpServe
     }
   }
   // Fallback for an orchestrator without barrier(): delete once every Orchestrator has it.
-  const barrier = <T>(fn: () => Promise<T>): Promise<T> => (typeof orch.barrier === 'function' ? orch.barrier(fn) : fn())
+  const barrier = <T>(fn: () => Promise<T>): Promise<T> => orch.barrier(fn)
 
   // ---- calls ----
 
@@ -304,7 +304,12 @@ export async function startMcpServer(options: McpServeOptions): Promise<McpServe
     })
   }
 
-  install(await loadTools()) // not connected yet: nothing to notify
+  try {
+    install(await loadTools()) // not connected yet: nothing to notify
+  } catch (error) {
+    records.close()
+    throw error
+  }
 
   // ---- watching ----
 
@@ -624,15 +629,20 @@ function fingerprintOf(def: ToolDef, shape: z.ZodRawShape): string {
   return JSON.stringify([def.title, def.description, def.annotations, schema])
 }
 
-/** The machine module's exports by lockstep's naming: taskMachine, TASK_MACHINE_VERSION, TASK_MACHINE_MIGRATIONS. */
+/**
+ * A machine module's definition: `export default { machine, version, migrations }` or the
+ * same as named exports (as watchMachines reads them), or the built-in modules' naming
+ * (taskMachine, TASK_MACHINE_VERSION, TASK_MACHINE_MIGRATIONS).
+ */
 function machineDefinition(name: 'task' | 'session', mod: Record<string, unknown>): MachineDefinition {
   const prefix = name.toUpperCase()
-  const machine = mod[`${name}Machine`]
-  const version = mod[`${prefix}_MACHINE_VERSION`]
+  const d = (mod.default ?? mod) as Record<string, unknown>
+  const machine = d.machine ?? mod[`${name}Machine`]
+  const version = d.version ?? mod[`${prefix}_MACHINE_VERSION`]
+  const migrations = (d.migrations ?? mod[`${prefix}_MACHINE_MIGRATIONS`]) as MachineDefinition['migrations'] | undefined
   if (!machine || typeof version !== 'number') {
-    throw new InvalidInputError(`the ${name} machine module must export ${name}Machine and ${prefix}_MACHINE_VERSION`)
+    throw new InvalidInputError(`the ${name} machine module must export { machine, version } or ${name}Machine and ${prefix}_MACHINE_VERSION`)
   }
-  const migrations = mod[`${prefix}_MACHINE_MIGRATIONS`] as MachineDefinition['migrations']
   return { machine: machine as MachineDefinition['machine'], version, ...(migrations ? { migrations } : {}) }
 }
 
