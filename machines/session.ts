@@ -390,23 +390,14 @@ export const sessionMachine = setup({
     opening: { on: { OPEN: { target: 'idle', actions: j('opened') } } },
 
     /** Nothing in flight. */
-    idle: {
-      entry: raise({ type: 'TTL_EXPIRED' } as never, { id: 'ttl', delay: 'ttl' }),
-      exit: cancel('ttl'),
-      on: {
-        PROMPT: promptTransitions(),
-        MODEL_SELECTED: { guard: 'manualModelChange', actions: [assign({ model: ({ event }) => event.model }), j('model_changed')] },
-        TTL_EXPIRED: { target: 'archived', actions: j('archived') },
-        ERROR: { actions: ignored('no request in flight') },
-      },
-    },
+    idle: restingState('no request in flight'),
 
     /** A request is in flight for (model, generation). */
     active: {
       on: {
         // A new prompt supersedes the one in flight (the host moved on).
         PROMPT: promptTransitions(),
-        MODEL_SELECTED: { guard: 'manualModelChange', actions: [assign({ model: ({ event }) => event.model }), j('model_changed')] },
+        MODEL_SELECTED: manualModelChange(),
         ABORTED: [
           { guard: 'stale', actions: ignored('stale abort') },
           { guard: 'withinSelfAbortWindow', actions: ignored("the session's own abort echoing") },
@@ -496,16 +487,7 @@ export const sessionMachine = setup({
     },
 
     /** The chain is exhausted (or maxAttempts reached) until the next prompt. */
-    exhausted: {
-      entry: raise({ type: 'TTL_EXPIRED' } as never, { id: 'ttl', delay: 'ttl' }),
-      exit: cancel('ttl'),
-      on: {
-        PROMPT: promptTransitions(),
-        MODEL_SELECTED: { guard: 'manualModelChange', actions: [assign({ model: ({ event }) => event.model }), j('model_changed')] },
-        TTL_EXPIRED: { target: 'archived', actions: j('archived') },
-        ERROR: { actions: ignored('error after the chain was exhausted') },
-      },
-    },
+    exhausted: restingState('error after the chain was exhausted'),
 
     archived: { type: 'final' },
   },
@@ -518,6 +500,27 @@ export const sessionMachine = setup({
  */
 // biome-ignore lint: see above
 type Shared = any
+
+/** idle and exhausted: nothing in flight, the TTL runs, and a prompt starts again. */
+function restingState(lateErrorReason: string): Shared {
+  return {
+    entry: raise({ type: 'TTL_EXPIRED' } as never, { id: 'ttl', delay: 'ttl' as never }),
+    exit: cancel('ttl'),
+    on: {
+      PROMPT: promptTransitions(),
+      MODEL_SELECTED: manualModelChange(),
+      TTL_EXPIRED: { target: '#session.archived', actions: j('archived') },
+      ERROR: { actions: ignored(lateErrorReason) },
+    },
+  }
+}
+
+function manualModelChange(): Shared {
+  return {
+    guard: 'manualModelChange',
+    actions: [assign({ model: ({ event }: { event: SessionEvent }) => (event as E<'MODEL_SELECTED'>).model }), j('model_changed')],
+  }
+}
 
 function dispatchCurrent() {
   return {

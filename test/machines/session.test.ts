@@ -269,6 +269,18 @@ describe('cooldown and recovery', () => {
   })
 })
 
+describe('manual model changes', () => {
+  it('the user selecting another model switches to it; the cooling primary coming back is not a selection', () => {
+    const picked = send(open(), { type: 'MODEL_SELECTED', model: 'fallback/model-b' })
+    expect(picked.ctx.model).toBe('fallback/model-b')
+    expect(kinds(picked.actions)).toEqual(['model_changed'])
+    let s = prompted()
+    s = send(s, { type: 'ERROR', model: 'primary/model', error: RATE_LIMIT }, 1_000).next
+    const echo = send(s, { type: 'MODEL_SELECTED', model: 'primary/model' }, 2_000)
+    expect(echo.next).toBe(s)
+  })
+})
+
 describe('seed 001: session isolation', () => {
   it('two sessions failing at once each advance independently', () => {
     const s1 = send(prompted(), { type: 'ERROR', model: 'primary/model', error: RATE_LIMIT })
