@@ -137,6 +137,19 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX sessions_status ON sessions (status);
     `,
   },
+  {
+    version: 3,
+    name: 'mcp call records',
+    sql: `
+      -- The MCP server's idempotency keys: a retried tool call returns the first result.
+      CREATE TABLE mcp_calls (
+        key    TEXT PRIMARY KEY,
+        tool   TEXT NOT NULL,
+        result TEXT NOT NULL,
+        at     INTEGER NOT NULL
+      );
+    `,
+  },
 ]
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version

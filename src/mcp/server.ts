@@ -449,17 +449,14 @@ class CallRecords {
     this.journalSeq = () => (max ? (max.get() as { n: number }).n : 0)
   }
 
+  /** Its own connection to the orchestrator's file, whose migrations created mcp_calls. */
   static async open(path: string): Promise<CallRecords> {
     const db = openDatabase({ path, busyTimeoutMs: 2_000 })
-    try {
-      await withBusyRetry(() =>
-        db.exec('CREATE TABLE IF NOT EXISTS mcp_calls (key TEXT PRIMARY KEY, tool TEXT, result TEXT, at INTEGER)'),
-      )
-      return new CallRecords(db, path === ':memory:')
-    } catch (error) {
-      db.close()
-      throw error
+    if (path === ':memory:') {
+      // Another, empty database on this connection: give it the table.
+      db.exec('CREATE TABLE mcp_calls (key TEXT PRIMARY KEY, tool TEXT NOT NULL, result TEXT NOT NULL, at INTEGER NOT NULL)')
     }
+    return new CallRecords(db, path === ':memory:')
   }
 
   /** Apply `hooks.apply` for `key` at most once (see above); the answer as a tool result. */
