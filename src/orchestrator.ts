@@ -12,6 +12,7 @@ import { SessionQueries } from '../persistence/sessions.js'
 import { TaskQueries } from '../persistence/tasks.js'
 import { ClosedError, InvalidInputError } from './errors.js'
 import { Intake } from './intake.js'
+import { startInspector } from './inspector/server.js'
 import { JournalFeed } from './journal-feed.js'
 import { Sessions, type SessionAdapter } from './sessions.js'
 import { SqliteTaskBoard } from './task-board.js'
@@ -86,6 +87,12 @@ export async function createOrchestrator(options: OrchestratorOptions = {}): Pro
     sessions,
     runDueTimers: () => guard(() => timers.runDue()),
     barrier: (fn) => intake.exclusive(fn),
+    // The inspector draws and replays the machine definitions live in this process.
+    inspect: (inspectOptions = {}) =>
+      startInspector(path, {
+        ...inspectOptions,
+        machines: { [TASK_MACHINE_ID]: kernel.definition(TASK_MACHINE_ID), [SESSION_MACHINE_ID]: kernel.definition(SESSION_MACHINE_ID) },
+      }),
     reload: (reloadOptions = {}) => intake.exclusive(() => reload(kernel, reloadOptions)),
     close() {
       closing ??= (async () => {

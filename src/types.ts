@@ -248,6 +248,8 @@ export interface Orchestrator {
    * nothing; an actor that cannot be migrated is named in SNAPSHOT_INCOMPATIBLE), resume.
    */
   reload(options?: ReloadOptions): Promise<ReloadResult>
+  /** Serve the visual state inspector for this file on 127.0.0.1 (see README: Inspector). */
+  inspect(options?: import('./inspector/server.js').InspectorOptions): Promise<import('./inspector/server.js').Inspector>
   /** Run `fn` with intake paused the same way (e.g. to swap request handlers atomically). Do not call this orchestrator from inside `fn`. */
   barrier<T>(fn: () => Promise<T> | T): Promise<T>
   /** Stop background loops and close the database. Idempotent. */

@@ -494,6 +494,12 @@ function usage(topic: string): string {
     '',
     'Commands:',
     ...commands.flatMap((c) => [`  ${synopsis(c)}`, `      ${c.summary}`]),
+    ...(topic === ''
+      ? [
+          '  lockstep inspect [--db PATH] [--port N] [--host H --token T]',
+          "      serve the visual state inspector on 127.0.0.1 until interrupted (see 'lockstep inspect --help')",
+        ]
+      : []),
     '  lockstep help [COMMAND]',
     '      show usage (also: --help, -h, after any command)',
     '',
@@ -627,6 +633,11 @@ async function execute(command: Command, input: unknown, values: Values): Promis
 
 /** Run one invocation; resolves with the exit code. */
 async function main(argv: string[]): Promise<number> {
+  // The inspector is a long-running server with its own options (and no orchestrator).
+  if (argv[0] === 'inspect') {
+    const { runInspectCommand } = await import('../inspector/cli.js')
+    return runInspectCommand(argv.slice(1))
+  }
   let asJson = false
   try {
     const invocation = parseInvocation(argv)

@@ -13,6 +13,8 @@ const { values } = parseArgs({
   options: {
     db: { type: 'string', default: './lockstep.db' },
     workers: { type: 'string', default: '3' },
+    port: { type: 'string', default: '4600' },
+    exit: { type: 'boolean', default: false },
   },
 })
 const path = values.db!
@@ -32,7 +34,10 @@ async function task(title: string, parents: Task[] = [], payload: Record<string,
   return t
 }
 
-console.log(`lockstep demo on ${orch.path} (run ${tenant}), ${workerCount} worker processes\n`)
+// The inspector shows the run live; a busy default port falls back to any free one.
+const inspector = await orch.inspect({ port: Number(values.port) }).catch(() => orch.inspect({ port: 0 }))
+console.log(`lockstep demo on ${orch.path} (run ${tenant}), ${workerCount} worker processes`)
+console.log(`inspector: ${inspector.url}\n`)
 let lastSeq = 0
 const stop = orch.tasks.subscribe((entry) => {
   lastSeq = entry.seq
@@ -104,5 +109,13 @@ const sessions = (await orch.sessions.list({ limit: 10_000 })).filter((s) => s.i
 console.log(`  models:  ${sessions.map((s) => `${s.id.slice(tenant.length + 1)} answered by ${s.model} after ${s.log.length - 1} fallback(s)`).join('; ')}`)
 console.log(`  journal: ${journal.length} entries for this run (${journal.filter((e) => e.kind === 'heartbeat').length} heartbeats)`)
 console.log(`\ninspect it: npx lockstep events --db ${path}   |   npx lockstep task list --db ${path} --tenant ${tenant}`)
-await orch.close()
 process.exitCode = tasks.every((t) => t.status === 'done') ? 0 : 1
+if (values.exit) {
+  await inspector.close()
+  await orch.close()
+} else {
+  console.log(`\nthe inspector keeps serving at ${inspector.url} - press Ctrl-C to stop (or run with --exit)`)
+  const shutdown = () => void inspector.close().then(() => orch.close())
+  process.once('SIGINT', shutdown)
+  process.once('SIGTERM', shutdown)
+}

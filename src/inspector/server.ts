@@ -45,6 +45,22 @@ export interface InspectorOptions {
    * with others than the built-in `lockstep.task` / `lockstep.session`.
    */
   machines?: Record<string, { machine: AnyStateMachine; version: number }>
+  /**
+   * Also stream actors and their events to Stately's inspector tools: `{ url }` connects
+   * `createWebSocketInspector` of the optional package `@statelyai/inspect` (install it
+   * yourself) to e.g. `ws://localhost:8080` (its `createInspectorServer`); `{ inspector }`
+   * takes any inspector you built with that package (`createSkyInspector`, ...). Actors
+   * appear when they next change; each committed step sends one event and one snapshot.
+   */
+  stately?: { url: string } | { inspector: StatelyInspectorLike }
+}
+
+/** The part of an `@statelyai/inspect` inspector the bridge uses. */
+export interface StatelyInspectorLike {
+  actor(actor: unknown, snapshot?: Record<string, unknown>, info?: Record<string, unknown>): void
+  event(actor: unknown, event: Record<string, unknown>, info?: Record<string, unknown>): void
+  snapshot(actor: unknown, snapshot: Record<string, unknown>, info?: Record<string, unknown>): void
+  stop?(): void
 }
 
 export interface Inspector {
@@ -70,13 +86,39 @@ export async function startInspector(target: Orchestrator | string | { path: str
   const path = typeof target === 'string' ? target : target?.path
   if (typeof path !== 'string' || path === '') throw new InvalidInputError('startInspector needs an orchestrator or a database path', { field: 'path' })
   const o = validateOptions(options)
-  const store = new InspectorStore(path)
+  const stately = await statelyInspector(options.stately)
+  let store: InspectorStore | null = null
   try {
-    return await serve(store, o)
+    store = new InspectorStore(path)
+    return await serve(store, o, stately)
   } catch (error) {
-    store.close()
+    store?.close()
+    if (stately?.owned) stately.inspector.stop?.()
     throw error
   }
+}
+
+/** The Stately inspector to stream to, if asked for; `@statelyai/inspect` is an optional dependency, loaded only then. */
+async function statelyInspector(option: InspectorOptions['stately']): Promise<{ inspector: StatelyInspectorLike; owned: boolean } | null> {
+  if (option === undefined || option === null) return null
+  if (typeof option !== 'object') throw new InvalidInputError('stately must be { url } or { inspector }', { field: 'stately' })
+  if ('inspector' in option) {
+    const i = option.inspector
+    if (!i || typeof i.actor !== 'function' || typeof i.event !== 'function' || typeof i.snapshot !== 'function') {
+      throw new InvalidInputError('stately.inspector must have actor(), event() and snapshot() (an @statelyai/inspect inspector)', { field: 'stately.inspector' })
+    }
+    return { inspector: i, owned: false }
+  }
+  const url = (option as { url?: unknown }).url
+  if (typeof url !== 'string' || !/^wss?:\/\//.test(url)) throw new InvalidInputError('stately.url must be a ws:// or wss:// URL', { field: 'stately.url' })
+  const name = '@statelyai/inspect'
+  let mod: { createWebSocketInspector(options: { url: string }): StatelyInspectorLike }
+  try {
+    mod = (await import(name)) as typeof mod
+  } catch {
+    throw new InvalidInputError(`stately.url needs the optional package ${name}: npm install ${name}`, { field: 'stately', package: name })
+  }
+  return { inspector: mod.createWebSocketInspector({ url }), owned: true }
 }
 
 /** `inspect({ db })`: the same as startInspector(db, options); `orch.inspect(options)` binds `db`. */
@@ -231,7 +273,7 @@ interface SseClient {
   lagging: boolean
 }
 
-async function serve(store: InspectorStore, o: ValidOptions): Promise<Inspector> {
+async function serve(store: InspectorStore, o: ValidOptions, stately: { inspector: StatelyInspectorLike; owned: boolean } | null): Promise<Inspector> {
   const assets = loadAssets()
   const charts = new Map<string, Statechart>()
   const replays = new ReplayCache()
@@ -272,7 +314,8 @@ async function serve(store: InspectorStore, o: ValidOptions): Promise<Inspector>
     }
   }
 
-  const entryMessages = (rows: JournalRowLite[]): string => {
+  /** Journal rows as the page gets them: each with its actor's current projection (one lookup per actor). */
+  const enrich = (rows: JournalRowLite[]): Array<Record<string, unknown>> => {
     const taskIds = new Set<string>()
     const sessionIds = new Set<string>()
     for (const r of rows) {
@@ -281,18 +324,24 @@ async function serve(store: InspectorStore, o: ValidOptions): Promise<Inspector>
     }
     const tasks = new Map(store.tasksLite([...taskIds]).map((t) => [t.id, t]))
     const sessions = new Map(store.sessionsLite([...sessionIds]).map((s) => [s.id, sessionLite(s)]))
-    let out = ''
-    for (const r of rows) {
+    return rows.map((r) => {
       const data: Record<string, unknown> = entryJson(r, SSE_EVENT_CHARS)
       if (r.machine_id === TASK_MACHINE_ID) data.task = tasks.get(r.actor_id) ?? null
       else if (r.machine_id === SESSION_MACHINE_ID) data.session = sessions.get(r.actor_id) ?? null
-      out += `id: ${r.seq}\nevent: entry\ndata: ${JSON.stringify(data)}\n\n`
-    }
+      return data
+    })
+  }
+
+  const entryMessages = (rows: JournalRowLite[]): string => {
+    let out = ''
+    for (const data of enrich(rows)) out += `id: ${data.seq}\nevent: entry\ndata: ${JSON.stringify(data)}\n\n`
     return out
   }
 
+  const bridge = stately ? new StatelyBridge(stately.inspector, store, o.machines) : null
+
   const poll = () => {
-    if (clients.size === 0) return
+    if (clients.size === 0 && !bridge) return
     try {
       const version = store.dataVersion()
       if (version === lastDataVersion && !pending) return
@@ -301,6 +350,8 @@ async function serve(store: InspectorStore, o: ValidOptions): Promise<Inspector>
       pending = rows.length === SSE_BATCH // more to read: the next tick goes on without waiting for a commit
       if (rows.length === 0) return
       feedCursor = rows[rows.length - 1]!.seq
+      bridge?.send(rows)
+      if (clients.size === 0) return
       const chunk = entryMessages(rows) + `event: summary\ndata: ${JSON.stringify(summary())}\n\n`
       for (const client of clients) send(client, chunk)
     } catch (error) {
@@ -308,11 +359,21 @@ async function serve(store: InspectorStore, o: ValidOptions): Promise<Inspector>
     }
   }
 
+  const startPolling = () => {
+    if (pollTimer) return
+    pollTimer = setInterval(poll, o.pollMs)
+    pollTimer.unref()
+  }
+  if (bridge) {
+    lastDataVersion = store.dataVersion()
+    startPolling()
+  }
+
   const openStream = (req: IncomingMessage, res: ServerResponse, params: Params) => {
     const lastEventId = req.headers['last-event-id']
     let after = params.int('after', 0, Number.MAX_SAFE_INTEGER)
     if (after === undefined && typeof lastEventId === 'string' && /^\d{1,16}$/.test(lastEventId)) after = Number(lastEventId)
-    if (clients.size === 0) {
+    if (clients.size === 0 && !bridge) {
       feedCursor = store.maxSeq()
       lastDataVersion = store.dataVersion()
       pending = false
@@ -335,10 +396,7 @@ async function serve(store: InspectorStore, o: ValidOptions): Promise<Inspector>
     const drop = () => clients.delete(client)
     req.on('close', drop)
     res.on('close', drop)
-    if (!pollTimer) {
-      pollTimer = setInterval(poll, o.pollMs)
-      pollTimer.unref()
-    }
+    startPolling()
     if (!pingTimer) {
       pingTimer = setInterval(() => {
         for (const c of clients) send(c, `: ping\n\n`)
@@ -458,7 +516,7 @@ async function serve(store: InspectorStore, o: ValidOptions): Promise<Inspector>
       const after = p.int('after', 0, Number.MAX_SAFE_INTEGER)
       const limit = p.int('limit', 1, 1_000) ?? 100
       const rows = after === undefined ? store.journalAfter(Math.max(0, store.maxSeq() - limit), limit) : store.journalAfter(after, limit)
-      return { entries: rows.map((r) => entryJson(r, SSE_EVENT_CHARS)), seq: store.maxSeq() }
+      return { entries: enrich(rows), seq: store.maxSeq() }
     }
     if (path.startsWith('/api/actors/')) {
       const { id, sub } = actorPath(path.slice('/api/actors/'.length))
@@ -663,7 +721,13 @@ async function serve(store: InspectorStore, o: ValidOptions): Promise<Inspector>
         return
       }
       if (path === '/events') {
-        openStream(req, res, new Params(url.searchParams, ['after']))
+        const params = new Params(url.searchParams, ['after'])
+        if (head) {
+          res.writeHead(200, { ...SECURITY_HEADERS, 'Content-Type': 'text/event-stream; charset=utf-8' })
+          res.end()
+          return
+        }
+        openStream(req, res, params)
         return
       }
       if (path === '/favicon.ico') {
@@ -709,6 +773,13 @@ async function serve(store: InspectorStore, o: ValidOptions): Promise<Inspector>
         clients.clear()
         server.close(() => {
           store.close()
+          if (stately?.owned) {
+            try {
+              stately.inspector.stop?.()
+            } catch {
+              // already closed
+            }
+          }
           resolve()
         })
         // Keep-alive and event-stream sockets would hold close() open.
@@ -758,5 +829,62 @@ function sessionLite(r: Record<string, unknown>) {
     attempts: r.attempts,
     createdAt: r.created_at,
     updatedAt: r.updated_at,
+  }
+}
+
+/** `a.b` -> `{ a: 'b' }`: an XState state value from a journal state name. */
+export function stateValueOf(name: string): unknown {
+  const parts = name.split('.')
+  let value: unknown = parts.pop()!
+  while (parts.length) value = { [parts.pop()!]: value }
+  return value
+}
+
+/**
+ * Streams committed steps to a Stately inspector: each actor is announced (with its
+ * machine definition) the first time it changes, then every step is one event and one
+ * snapshot. The snapshot carries the state the journal recorded and the actor's context
+ * as it is when the batch is read (a step's own context would need a replay per step).
+ */
+class StatelyBridge {
+  private readonly announced = new Set<string>()
+  private failed = false
+
+  constructor(
+    private readonly inspector: StatelyInspectorLike,
+    private readonly store: InspectorStore,
+    private readonly machines: Map<string, { machine: AnyStateMachine; version: number }>,
+  ) {}
+
+  send(rows: JournalRowLite[]): void {
+    try {
+      const contexts = new Map<string, Record<string, unknown> | null>()
+      const contextOf = (r: JournalRowLite) => {
+        if (!contexts.has(r.actor_id)) {
+          const row = r.machine_id === TASK_MACHINE_ID ? this.store.task(r.actor_id) : r.machine_id === SESSION_MACHINE_ID ? this.store.session(r.actor_id) : null
+          contexts.set(r.actor_id, row ? publicContext((parseJson(row.snapshot) as { context?: unknown } | null)?.context) : null)
+        }
+        return contexts.get(r.actor_id) ?? undefined
+      }
+      let previous: JournalRowLite | null = null
+      for (const r of rows) {
+        // One step (event) can write several entries: send it once.
+        if (previous && previous.actor_id === r.actor_id && previous.actor_version === r.actor_version) continue
+        previous = r
+        const snapshot = { status: r.state_after === 'archived' ? 'done' : 'active', value: stateValueOf(r.state_after), context: contextOf(r) }
+        if (!this.announced.has(r.actor_id)) {
+          if (this.announced.size >= 100_000) this.announced.clear()
+          this.announced.add(r.actor_id)
+          const machine = this.machines.get(r.machine_id)?.machine
+          this.inspector.actor({ sessionId: r.actor_id, id: r.actor_id, logic: machine ? { config: machine.config } : undefined }, snapshot)
+        }
+        const event = (parseJson(r.event) as Record<string, unknown> | null) ?? { type: r.event_type }
+        this.inspector.event(r.actor_id, event)
+        this.inspector.snapshot(r.actor_id, snapshot, { event })
+      }
+    } catch (error) {
+      if (!this.failed) console.error('[lockstep inspector] streaming to the Stately inspector failed:', error)
+      this.failed = true
+    }
   }
 }

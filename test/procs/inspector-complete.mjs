@@ -1,0 +1,11 @@
+// Claims and completes one task from its own OS process (the inspector's live-update test).
+// usage: node inspector-complete.mjs <db> <taskId>
+import { createOrchestrator } from '../../dist/src/index.js'
+
+const [db, taskId] = process.argv.slice(2)
+const orch = await createOrchestrator({ path: db, runTimers: false })
+const claim = await orch.tasks.claim(taskId, { worker: 'other-process' })
+if (!claim) throw new Error(`could not claim ${taskId}`)
+const task = await orch.tasks.complete(claim, { summary: 'done from another process' })
+await orch.close()
+process.stdout.write(JSON.stringify({ status: task.status, runId: claim.runId }) + '\n')
