@@ -286,7 +286,8 @@ export const sessionMachine = setup({
     attemptsLeft: ({ context }) => context.attempts < context.policy.maxAttempts,
     nextModelAvailable: ({ context, event }) => nextModel(context, context.model, event.at) !== null,
     someModelAvailable: ({ context, event }) => modelForPrompt(context, event.at) !== null,
-    tokenSeen: ({ context }) => context.tokenSeen,
+    /** A fallback of the current prompt is in progress (its replay has not answered yet). */
+    fallingBack: ({ context }) => context.attempts > 0,
     currentGeneration: ({ context, event }) => 'generation' in event && event.generation === context.generation,
     /** The host sent the prompt to the primary while it cools: its default, not the user's choice. */
     promptToCoolingPrimary: ({ context, event }) => {
@@ -646,7 +647,7 @@ function failureTransitions(opts: { requireCurrent?: boolean; requireCurrentWhil
           {
             // Falling back (attempts > 0) and the report does not name the new generation:
             // it is the failure already being handled, echoing from another host event.
-            guard: and([({ context }: { context: SessionContext }) => context.attempts > 0, not('namesCurrent')]),
+            guard: and(['fallingBack', not('namesCurrent')]),
             actions: ignored('the failure being handled is already falling back'),
           },
         ]

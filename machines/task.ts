@@ -386,12 +386,7 @@ export const taskMachine = setup({
         },
         FAIL: [
           {
-            guard: ({ context, event }) =>
-              'token' in event &&
-              event.runId === context.runId &&
-              event.token === context.token &&
-              (event as E<'FAIL'>).retryable &&
-              context.attempts < context.maxAttempts,
+            guard: and(['holdsLease', 'retryable', 'attemptsLeft']),
             target: 'backoff',
             actions: [
               closeFailedRun(),
@@ -417,12 +412,7 @@ export const taskMachine = setup({
         ],
         LEASE_EXPIRED: [
           {
-            guard: ({ context, event }) =>
-              event.type === 'LEASE_EXPIRED' &&
-              event.runId === context.runId &&
-              context.leaseExpiresAt !== null &&
-              event.at >= context.leaseExpiresAt &&
-              context.attempts < context.maxAttempts,
+            guard: and(['leaseLapsed', 'attemptsLeft']),
             target: 'ready',
             actions: [closeRun('reclaimed', 'lease expired'), j('reclaimed')],
           },
