@@ -35,7 +35,7 @@ export interface SessionPolicy {
   /** Retries of the same model, with backoff, before switching (default 0). */
   sameModelRetries: number
   sameModelRetryDelayMs: number
-  /** A session idle this long is archived (default 30 min). */
+  /** A session idle this long is archived: approvals and cooldowns dropped, reopened by its next prompt (default 30 min). */
   ttlMs: number
   /** Extra message patterns (substring or /regex/flags) that make an error retryable / fatal. */
   retryPatterns: string[]
@@ -147,6 +147,8 @@ export type SessionJournalKind =
   | 'revoked'
   | 'authorized'
   | 'archived'
+  | 'reopened'
+  | 'deleted'
 
 export interface DispatchParams {
   model: string
@@ -337,7 +339,7 @@ export const sessionMachine = setup({
     approvals: {},
   }),
   initial: 'opening',
-  // Approvals and housekeeping are valid in every state but archived.
+  // Approvals and housekeeping are valid in every state but deleted.
   on: {
     APPROVE: {
       actions: [
@@ -384,7 +386,7 @@ export const sessionMachine = setup({
         j('configured'),
       ],
     },
-    DELETE: { target: '.archived', actions: j('archived') },
+    DELETE: { target: '.deleted', actions: j('deleted') },
   },
   states: {
     /** Transient: the creating step sends OPEN. */
@@ -490,7 +492,19 @@ export const sessionMachine = setup({
     /** The chain is exhausted (or maxAttempts reached) until the next prompt. */
     exhausted: restingState('error after the chain was exhausted'),
 
-    archived: { type: 'final' },
+    /**
+     * Idle past its TTL: approvals and cooldowns are gone (nothing granted long ago still
+     * holds); the next prompt reopens the session on its primary model.
+     */
+    archived: {
+      entry: assign({ approvals: {}, cooldowns: {}, log: [], lastFailure: null }),
+      on: {
+        PROMPT: promptTransitions('reopened'),
+      },
+    },
+
+    /** Deleted by the host: final, nothing is accepted any more. */
+    deleted: { type: 'final' },
   },
 })
 
@@ -545,8 +559,9 @@ function completed(): Shared {
   ]
 }
 
-/** PROMPT from idle, active or exhausted. */
-function promptTransitions(): Shared {
+/** PROMPT from idle, active, exhausted or archived (`extra` journals the reopening). */
+function promptTransitions(extra?: SessionJournalKind): Shared {
+  const pre: SessionJournalKind[] = extra ? [extra] : []
   return [
     {
       // Nothing usable: every model of the chain is cooling down.
@@ -559,7 +574,7 @@ function promptTransitions(): Shared {
           log: [],
           lastFailure: 'every model of the chain is cooling down',
         })),
-        j('prompted', 'exhausted'),
+        j(...pre, 'prompted', 'exhausted'),
         { type: 'notify' as const, params: { kind: 'exhausted' as const, message: 'every model of the chain is cooling down' } },
       ],
     },
@@ -585,7 +600,7 @@ function promptTransitions(): Shared {
             selfAbortAt: e.at,
           }
         }),
-        j('prompted', 'redirected'),
+        j(...pre, 'prompted', 'redirected'),
         { type: 'abort' as const, params: ({ context }: { context: SessionContext }) => ({ generation: context.generation - 1, model: context.models[0]! }) },
         dispatchCurrent(),
       ],
@@ -596,7 +611,7 @@ function promptTransitions(): Shared {
       reenter: true,
       actions: [
         'startPrompt' as const,
-        j('prompted', 'recovered'),
+        j(...pre, 'prompted', 'recovered'),
         { type: 'notify' as const, params: ({ context }: { context: SessionContext }) => ({ kind: 'recovered' as const, message: `back to the primary model ${context.model}`, to: context.model }) },
         dispatchCurrent(),
       ],
@@ -606,14 +621,14 @@ function promptTransitions(): Shared {
       guard: 'manualModelChange' as const,
       target: '#session.active' as const,
       reenter: true,
-      actions: ['startPrompt' as const, j('prompted', 'model_changed')],
+      actions: ['startPrompt' as const, j(...pre, 'prompted', 'model_changed')],
     },
     {
       target: '#session.active' as const,
       reenter: true,
       actions: [
         'startPrompt' as const,
-        j('prompted'),
+        j(...pre, 'prompted'),
         // Without a model the session dispatches; with one, the host already has.
         {
           type: 'dispatch' as const,

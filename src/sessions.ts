@@ -61,7 +61,7 @@ export interface ModelStatus {
 export interface Session {
   id: string
   agent: string | null
-  /** idle | active | exhausted | archived */
+  /** idle | active | exhausted | archived (idle past its TTL; the next prompt reopens it) | deleted */
   status: string
   /** The machine state, e.g. `active.awaitingFirstToken`. */
   state: string
@@ -128,6 +128,7 @@ export interface RunResult {
 }
 
 const MAX_MODELS = 50
+export const SESSION_STATUSES = ['idle', 'active', 'exhausted', 'archived', 'deleted'] as const
 
 export class Sessions {
   private adapter: SessionAdapter | null = null
@@ -185,8 +186,8 @@ export class Sessions {
   async list(filter: { status?: string; limit?: number } = {}): Promise<Session[]> {
     const f = v.requireRecord(filter, 'list filter')
     const status = v.optionalString(f.status, 'status')
-    if (status !== null && !['idle', 'active', 'exhausted', 'archived'].includes(status)) {
-      throw new InvalidInputError('status must be idle, active, exhausted or archived', { field: 'status' })
+    if (status !== null && !SESSION_STATUSES.includes(status as never)) {
+      throw new InvalidInputError(`status must be one of ${SESSION_STATUSES.join(', ')}`, { field: 'status' })
     }
     const limit = v.optionalInt(f.limit, 'limit', 1, 10_000, 100)
     return this.read(() => this.q.list(status, limit).map((row) => toSession(row, this.kernel.now())))
@@ -237,7 +238,7 @@ export class Sessions {
   async approve(id: string, tool: string, options: { once?: boolean } = {}): Promise<Session> {
     const once = v.optionalBoolean(v.requireRecord(options, 'approve options').once, 'once', false)
     const result = await this.report(id, { type: 'APPROVE', tool: v.requireString(tool, 'tool'), once })
-    if (!result.accepted) throw new InvalidTransitionError(id, 'APPROVE', result.session.state, 'the session is archived')
+    if (!result.accepted) throw new InvalidTransitionError(id, 'APPROVE', result.session.state, 'the session is deleted')
     return result.session
   }
 
@@ -445,7 +446,7 @@ class RunDriver {
       case 'exhausted':
         this.fail(new ChainExhaustedError(this.sessionId, session.log, session.lastFailure))
         return
-      case 'archived':
+      case 'deleted':
         this.fail(new ModelCallFailedError(this.sessionId, session.log, 'the session was deleted', 'aborted'))
         return
       default:

@@ -114,7 +114,7 @@ describe('inspector server', () => {
     expect(summary.status).toBe(200)
     expect(summary.body.tasks).toEqual({ todo: 2, ready: 1, running: 0, blocked: 0, done: 1, failed: 0, cancelled: 0, archived: 0 })
     expect(summary.body.totalTasks).toBe(4)
-    expect(summary.body.sessions).toEqual({ idle: 0, active: 1, exhausted: 0, archived: 0 })
+    expect(summary.body.sessions).toEqual({ idle: 0, active: 1, exhausted: 0, archived: 0, deleted: 0 })
 
     // Paged and filtered lists.
     const page1 = await get(i.url, '/api/tasks?limit=2')

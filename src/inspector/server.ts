@@ -73,7 +73,7 @@ export interface Inspector {
 }
 
 export const DEFAULT_INSPECTOR_PORT = 4600
-const SESSION_STATUSES = ['idle', 'active', 'exhausted', 'archived'] as const
+const SESSION_STATUSES = ['idle', 'active', 'exhausted', 'archived', 'deleted'] as const
 const MAX_EVENT_CHARS = 16_384
 const SSE_EVENT_CHARS = 2_048
 const SSE_BATCH = 1_000
@@ -871,7 +871,7 @@ class StatelyBridge {
         // One step (event) can write several entries: send it once.
         if (previous && previous.actor_id === r.actor_id && previous.actor_version === r.actor_version) continue
         previous = r
-        const snapshot = { status: r.state_after === 'archived' ? 'done' : 'active', value: stateValueOf(r.state_after), context: contextOf(r) }
+        const snapshot = { status: r.state_after === 'archived' || r.state_after === 'deleted' ? 'done' : 'active', value: stateValueOf(r.state_after), context: contextOf(r) }
         if (!this.announced.has(r.actor_id)) {
           if (this.announced.size >= 100_000) this.announced.clear()
           this.announced.add(r.actor_id)

@@ -290,6 +290,7 @@ describe('approvals', () => {
     expect(await second.sessions.authorize('s', 'read')).toBe(false)
     await second.sessions.approve('s', 'read')
     await second.sessions.deleted('s')
+    expect((await second.sessions.get('s'))!.status).toBe('deleted')
     expect(await second.sessions.authorize('s', 'read')).toBe(false)
     await expect(second.sessions.approve('s', 'read')).rejects.toMatchObject({ code: 'INVALID_TRANSITION' })
     await second.close()
@@ -304,6 +305,17 @@ describe('lifecycle', () => {
     await waitFor(async () => (await orch.sessions.get('short-lived'))!.status === 'archived', 5_000)
     expect(await orch.sessions.authorize('short-lived', 'read')).toBe(false)
     expect((await orch.sessions.events({ sessionId: 'short-lived' })).map((e) => e.kind)).toEqual(['opened', 'approved', 'archived'])
+    // Coming back later: run() reopens it.
+    const reply = await orch.sessions.run('short-lived', {
+      models: CHAIN,
+      config: { ttlMs: 80 },
+      message: { text: 'back again' },
+      call: async ({ model, onToken }) => {
+        onToken()
+        return `hi from ${model}`
+      },
+    })
+    expect(reply.output).toBe(`hi from ${CHAIN[0]}`)
   })
 })
 

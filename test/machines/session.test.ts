@@ -308,15 +308,30 @@ describe('approvals', () => {
 })
 
 describe('lifecycle', () => {
-  it('an idle session raises a TTL timer and is archived when it fires', () => {
+  it('an idle session raises a TTL timer and is archived when it fires: approvals and cooldowns dropped', () => {
     const [initial] = initialTransition(sessionMachine, { id: 's', agent: null, models: CHAIN, policy: DEFAULT_SESSION_POLICY })
     const r = send(initial as AnyMachineSnapshot, { type: 'OPEN' })
     expect(only(r.actions, 'xstate.raise')[0]!.params).toMatchObject({ id: 'ttl', delay: 30 * 60_000 })
-    expect(send(r.next, { type: 'TTL_EXPIRED' }).next.value).toBe('archived')
+    let s = send(r.next, { type: 'APPROVE', tool: 'bash', once: false }).next
+    s = send(s, { type: 'TTL_EXPIRED' }).next
+    expect(s.value).toBe('archived')
+    expect((s.context as SessionContext).approvals).toEqual({})
+    expect(send(s, { type: 'AUTHORIZE', tool: 'bash' }).actions).toEqual([])
   })
-  it('delete archives from any state: a final state (the kernel then refuses every event)', () => {
+  it('an archived session is reopened by its next prompt, with a fresh generation', () => {
+    let s = prompted()
+    s = send(s, { type: 'IDLE' }, 2_000).next // no token: falls back to model-a (generation 2)
+    s = send(s, { type: 'TOKEN' }).next
+    s = send(s, { type: 'IDLE' }).next
+    s = send(s, { type: 'TTL_EXPIRED' }).next
+    const r = send(s, { type: 'PROMPT', messageId: 'm-9', message: 'back' }, 90 * 60_000)
+    expect(r.next.value).toEqual({ active: 'awaitingFirstToken' })
+    expect(r.ctx).toMatchObject({ model: 'primary/model', generation: 3 })
+    expect(kinds(r.actions)).toEqual(['reopened', 'prompted', 'recovered'])
+  })
+  it('delete is final: the kernel then refuses every event', () => {
     const deleted = send(prompted(), { type: 'DELETE' }).next
-    expect(state(deleted)).toBe('"archived"')
+    expect(state(deleted)).toBe('"deleted"')
     expect(deleted.status).toBe('done')
   })
 })

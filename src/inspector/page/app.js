@@ -5,7 +5,7 @@
   'use strict'
   const TOKEN = new URLSearchParams(location.search).get('token')
   const TASK_STATUSES = ['todo', 'ready', 'running', 'blocked', 'done', 'failed', 'cancelled', 'archived']
-  const SESSION_STATUSES = ['idle', 'active', 'exhausted', 'archived']
+  const SESSION_STATUSES = ['idle', 'active', 'exhausted', 'archived', 'deleted']
   const PAGE = 50
   const view = document.getElementById('view')
   const countsEl = document.getElementById('counts')
