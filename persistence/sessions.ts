@@ -78,7 +78,7 @@ export class SessionQueries {
   }
 }
 
-/** Top-level state: idle, active, exhausted or archived. */
+/** Top-level state: idle, active, exhausted, archived or deleted. */
 export function statusOf(snapshot: AnyMachineSnapshot): string {
   const name = stateName(snapshot.value)
   const top = name.split('.')[0]!
