@@ -2,7 +2,8 @@
 import type { Db } from './connection.js'
 import type { JournalEntry } from '../src/types.js'
 
-interface JournalRow {
+/** A journal row as SQLite returns it. */
+export interface JournalRow {
   seq: number
   machine_id: string
   actor_id: string

@@ -26,6 +26,7 @@ import { isBusyError } from '../../persistence/connection.js'
 import type { SessionRow } from '../../persistence/sessions.js'
 import { InvalidInputError, LockstepError } from '../errors.js'
 import { toSession } from '../sessions.js'
+import { toRun, toTask } from '../task-board.js'
 import type { Orchestrator } from '../types.js'
 import { publicContext, replayActor, ReplayCache, type Replay } from './replay.js'
 import { statechartOf, takenTransition, type Statechart } from './statechart.js'
@@ -587,45 +588,13 @@ async function serve(store: InspectorStore, o: ValidOptions, stately: { inspecto
       status: row.status,
       task: {
         n: row.n,
-        title: row.title,
-        body: row.body,
-        assignee: row.assignee,
-        tenant: row.tenant,
-        priority: row.priority,
-        payload: parseJson(row.payload),
-        idempotencyKey: row.idempotency_key,
-        maxAttempts: row.max_attempts,
-        attempts: row.attempts,
-        runId: row.run_id,
-        worker: row.worker,
-        leaseExpiresAt: row.lease_expires_at,
-        retryAt: row.retry_at,
-        blockedReason: row.blocked_reason,
-        blockedBy: row.blocked_by,
-        lastError: row.last_error,
-        result: parseJson(row.result),
-        summary: row.summary,
-        createdAt: row.created_at,
-        updatedAt: row.updated_at,
-        completedAt: row.completed_at,
-        parents: store.parents(row.id, 200),
+        ...toTask({ ...row, parents: JSON.stringify(store.parents(row.id, 200)) }),
         children: store.children(row.id, 200),
       },
       context: publicContext((parseJson(row.snapshot) as { context?: unknown } | null)?.context),
       runs: {
         total: runs.total,
-        items: runs.rows.map((r) => ({
-          id: r.id,
-          worker: r.worker,
-          attempt: r.attempt,
-          startedAt: r.started_at,
-          leaseExpiresAt: r.lease_expires_at,
-          endedAt: r.ended_at,
-          outcome: r.outcome,
-          error: r.error,
-          summary: r.summary,
-          result: parseJson(r.result as string | null),
-        })),
+        items: runs.rows.map(toRun),
       },
       journal,
     }

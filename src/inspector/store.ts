@@ -4,53 +4,22 @@
  * read-only and `query_only`), so inspecting a live board cannot change it.
  */
 import Database from 'better-sqlite3'
+import type { JournalRow } from '../../persistence/journal.js'
 import { SCHEMA_VERSION } from '../../persistence/migrations.js'
+import type { SessionRow } from '../../persistence/sessions.js'
+import type { RunRow, TaskRow } from '../../persistence/tasks.js'
 import { InvalidInputError, SchemaTooNewError, StoreOpenError } from '../errors.js'
 
-export interface JournalRowLite {
-  seq: number
-  machine_id: string
-  actor_id: string
-  kind: string
-  event_type: string
-  event: string
-  state_before: string | null
-  state_after: string
-  run_id: string | null
-  actor_version: number
-  at: number
-}
+/** Journal rows as the journal table holds them. */
+export type JournalRowLite = JournalRow
 
-export interface TaskRowFull {
+/** A task row with its persisted snapshot, and its rowid `n` for paging. */
+export interface TaskRowFull extends Omit<TaskRow, 'parents'> {
   n: number
-  id: string
   machine_id: string
   machine_version: number
   snapshot: string
   version: number
-  title: string
-  body: string | null
-  assignee: string | null
-  tenant: string | null
-  priority: number
-  payload: string | null
-  idempotency_key: string | null
-  max_attempts: number
-  state: string
-  status: string
-  attempts: number
-  run_id: string | null
-  worker: string | null
-  lease_expires_at: number | null
-  retry_at: number | null
-  blocked_reason: string | null
-  blocked_by: string | null
-  last_error: string | null
-  result: string | null
-  summary: string | null
-  created_at: number
-  updated_at: number
-  completed_at: number | null
 }
 
 export interface TaskLite {
@@ -66,21 +35,12 @@ export interface TaskLite {
   updatedAt: number
 }
 
-export interface SessionRowFull {
+/** A session row with its rowid `n` and machine columns. */
+export interface SessionRowFull extends SessionRow {
   n: number
-  id: string
   machine_id: string
   machine_version: number
-  snapshot: string
   version: number
-  state: string
-  status: string
-  agent: string | null
-  model: string | null
-  generation: number
-  attempts: number
-  created_at: number
-  updated_at: number
 }
 
 export interface TaskQuery {
@@ -308,8 +268,8 @@ export class InspectorStore {
     return { rows, next: more ? rows[rows.length - 1]!.id : null }
   }
 
-  runs(taskId: string, limit: number): { rows: Array<Record<string, unknown>>; total: number } {
-    return { rows: this.s.runs.all(taskId, limit) as Array<Record<string, unknown>>, total: this.s.runCount.get(taskId) as number }
+  runs(taskId: string, limit: number): { rows: RunRow[]; total: number } {
+    return { rows: this.s.runs.all(taskId, limit) as RunRow[], total: this.s.runCount.get(taskId) as number }
   }
 
   /** An actor's journal, newest first, entries before `before`. */
