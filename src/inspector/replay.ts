@@ -16,6 +16,7 @@
  *   come from the current snapshot; the final replayed context is compared with the
  *   persisted one (`verified`).
  */
+import { stateName } from '../../persistence/kernel.js'
 import { isDeepStrictEqual } from 'node:util'
 import { initialTransition, transition, type AnyMachineSnapshot, type AnyStateMachine } from 'xstate'
 import type { InspectorStore, JournalRowLite } from './store.js'
@@ -71,19 +72,6 @@ function stepsOf(rows: JournalRowLite[]): Array<{ rows: JournalRowLite[]; event:
     else steps.push({ rows: [row], event: JSON.parse(row.event) as Record<string, unknown> })
   }
   return steps
-}
-
-export function stateName(value: unknown): string {
-  if (typeof value === 'string') return value
-  if (value && typeof value === 'object') {
-    return Object.entries(value as Record<string, unknown>)
-      .map(([key, child]) => {
-        const inner = stateName(child)
-        return inner ? `${key}.${inner}` : key
-      })
-      .join(',')
-  }
-  return ''
 }
 
 /** The context as the inspector shows it: JSON, without secrets (a claim's fencing token). */
