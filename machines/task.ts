@@ -126,7 +126,7 @@ export type TaskEvent = Stamp &
     | { type: 'CREATE' }
     | { type: 'LINK'; parentId: string }
     | { type: 'UNLINK'; parentId: string }
-    | { type: 'CLAIM'; runId: string; token: string; worker: string; leaseMs: number }
+    | { type: 'CLAIM'; runId: string; token: string; worker: string; leaseMs: number; claimKey?: string | null }
     | ({ type: 'HEARTBEAT'; leaseMs?: number } & Fence)
     | ({ type: 'COMPLETE'; result?: unknown; summary?: string | null; metadata?: unknown } & Fence)
     | ({ type: 'FAIL'; error: string; retryable: boolean; jitter: number } & Fence)
@@ -176,7 +176,7 @@ export const taskMachine = setup({
   actions: {
     // Durable effects: interpreted by the runtime inside the step's transaction.
     journal: (_, _params: { kinds: JournalKind[] }) => {},
-    openRun: (_, _params: { runId: string; worker: string; attempt: number; leaseExpiresAt: number }) => {},
+    openRun: (_, _params: { runId: string; worker: string; attempt: number; leaseExpiresAt: number; claimKey: string | null }) => {},
     extendRun: (_, _params: { runId: string; leaseExpiresAt: number }) => {},
     closeRun: (
       _,
@@ -307,11 +307,12 @@ export const taskMachine = setup({
               }),
               {
                 type: 'openRun',
-                params: ({ context }) => ({
+                params: ({ context, event }) => ({
                   runId: context.runId!,
                   worker: context.worker!,
                   attempt: context.attempts,
                   leaseExpiresAt: context.leaseExpiresAt!,
+                  claimKey: (event as E<'CLAIM'>).claimKey ?? null,
                 }),
               },
               j('claimed'),

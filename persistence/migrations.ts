@@ -150,6 +150,15 @@ export const MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    version: 4,
+    name: 'claim idempotency keys',
+    sql: `
+      -- claimNext({ idempotencyKey }): a retried claim returns the run it opened.
+      ALTER TABLE runs ADD COLUMN claim_key TEXT;
+      CREATE UNIQUE INDEX runs_claim_key ON runs (claim_key) WHERE claim_key IS NOT NULL;
+    `,
+  },
 ]
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version

@@ -59,6 +59,7 @@ export interface RunRow {
   summary: string | null
   result: string | null
   metadata: string | null
+  claim_key: string | null
 }
 
 export interface NewTaskRow {
@@ -131,7 +132,7 @@ export class TaskQueries {
          ) SELECT 1 FROM up WHERE id = @ancestor LIMIT 1`,
       ),
       openRun: db.prepare(
-        `INSERT INTO runs (task_id, id, worker, attempt, started_at, lease_expires_at) VALUES (?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO runs (task_id, id, worker, attempt, started_at, lease_expires_at, claim_key) VALUES (?, ?, ?, ?, ?, ?, ?)`,
       ),
       closeRun: db.prepare(
         `UPDATE runs SET ended_at = ?, outcome = ?, error = ?, summary = ?, result = ?, metadata = ?
@@ -143,6 +144,13 @@ export class TaskQueries {
       exists: db.prepare('SELECT 1 FROM tasks WHERE id = ?'),
       byIdempotencyKey: db.prepare('SELECT id FROM tasks WHERE idempotency_key = ?'),
       runs: db.prepare('SELECT * FROM runs WHERE task_id = ? ORDER BY started_at, attempt'),
+      // The run a claim key opened, whether the task is still held by it, and its token.
+      claimByKey: db.prepare(
+        `SELECT r.task_id, r.id AS run_id, r.worker, r.attempt, t.lease_expires_at,
+                (r.ended_at IS NULL AND t.run_id = r.id) AS held,
+                json_extract(t.snapshot, '$.context.token') AS token
+         FROM runs r JOIN tasks t ON t.id = r.task_id WHERE r.claim_key = ?`,
+      ),
     }
   }
 
@@ -178,6 +186,11 @@ export class TaskQueries {
 
   childIds(parentId: string): string[] {
     return (this.s.children.all(parentId) as Array<{ child_id: string }>).map((r) => r.child_id)
+  }
+
+  /** The claim a claimNext with this idempotency key made, if any. */
+  claimByKey(key: string): { task_id: string; run_id: string; worker: string; attempt: number; lease_expires_at: number | null; held: 0 | 1; token: string } | null {
+    return (this.s.claimByKey.get(key) as ReturnType<TaskQueries['claimByKey']>) ?? null
   }
 
   runs(taskId: string): RunRow[] {
@@ -294,8 +307,8 @@ export class TaskQueries {
         extendRun: (_tx, step, p: { runId: string; leaseExpiresAt: number }) => {
           s.extendRun.run(p.leaseExpiresAt, step.actorId, p.runId)
         },
-        openRun: (tx, step, p: { runId: string; worker: string; attempt: number; leaseExpiresAt: number }) => {
-          s.openRun.run(step.actorId, p.runId, p.worker, p.attempt, step.event.at, p.leaseExpiresAt)
+        openRun: (tx, step, p: { runId: string; worker: string; attempt: number; leaseExpiresAt: number; claimKey: string | null }) => {
+          s.openRun.run(step.actorId, p.runId, p.worker, p.attempt, step.event.at, p.leaseExpiresAt, p.claimKey)
         },
         closeRun: (
           _tx,

@@ -163,13 +163,30 @@ export class SqliteTaskBoard implements TaskBoard {
       assignee: v.optionalString(o.assignee, 'assignee') ?? undefined,
       tenant: v.optionalString(o.tenant, 'tenant') ?? undefined,
     }
+    const claimKey = v.optionalString(o.idempotencyKey, 'idempotencyKey')
     return this.write((tx) => {
+      // A retried claimNext with the same key gets the claim it made (inside the
+      // transaction, so two racing retries cannot both claim).
+      if (claimKey !== null) {
+        const previous = this.q.claimByKey(claimKey)
+        if (previous) {
+          if (!previous.held) throw new LeaseLostError(previous.task_id, previous.run_id, 'no longer held by that claim')
+          return {
+            taskId: previous.task_id,
+            runId: previous.run_id,
+            token: previous.token,
+            worker: previous.worker,
+            leaseExpiresAt: previous.lease_expires_at!,
+            attempt: previous.attempt,
+          }
+        }
+      }
       // A candidate the gate refuses is demoted inside this same transaction, so the loop
       // always makes progress and ends. One candidate per query: the first nearly always wins.
       for (;;) {
         const [id] = this.q.readyCandidates(filter, 1)
         if (id === undefined) return null
-        const claim = this.tryClaim(tx, id, worker, leaseMs)
+        const claim = this.tryClaim(tx, id, worker, leaseMs, claimKey)
         if (claim) return claim
       }
     })
@@ -361,10 +378,10 @@ export class SqliteTaskBoard implements TaskBoard {
     }
   }
 
-  private tryClaim(tx: StepTx, id: string, worker: string, leaseMs: number): Claim | null {
+  private tryClaim(tx: StepTx, id: string, worker: string, leaseMs: number, claimKey: string | null = null): Claim | null {
     const runId = newId('r')
     const token = newToken()
-    const step = this.send(tx, id, { type: 'CLAIM', runId, token, worker, leaseMs })
+    const step = this.send(tx, id, { type: 'CLAIM', runId, token, worker, leaseMs, claimKey })
     if (!step.accepted || step.snapshot.value !== 'running') return null
     const context = step.snapshot.context as TaskContext
     return { taskId: id, runId, token, worker, leaseExpiresAt: context.leaseExpiresAt!, attempt: context.attempts }

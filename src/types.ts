@@ -80,6 +80,11 @@ export interface ClaimOptions {
 export interface ClaimNextOptions extends ClaimOptions {
   assignee?: string
   tenant?: string
+  /**
+   * A retried claimNext with the same key returns the claim the first one made (while it
+   * is still held; LEASE_LOST once it is not) instead of claiming another task.
+   */
+  idempotencyKey?: string
 }
 
 export interface CompleteInput {

@@ -331,6 +331,14 @@ describe('lockstep mcp', () => {
     expect(json(created).task.title).toBe('three')
     expect(count(`SELECT COUNT(*) AS n FROM tasks`)).toBe(3)
 
+    // A claim: the board's claim key hands the same claim back, and no second run is opened.
+    const runsBefore = count(`SELECT COUNT(*) AS n FROM runs`)
+    const claimed = await crashOnce('task_claim_next', { worker: 'mcp', idempotencyKey: 'claim-next-1' })
+    const replayedClaim = json(claimed).claim as Claim
+    expect(replayedClaim.taskId).toBe(json(created).task.id)
+    expect(count(`SELECT COUNT(*) AS n FROM runs`)).toBe(runsBefore + 1)
+    expect(count(`SELECT COUNT(*) AS n FROM runs WHERE id = ? AND ended_at IS NULL`, replayedClaim.runId)).toBe(1)
+
     // Every key ends recorded: the next replay is served from the record.
     for (const row of raw.prepare('SELECT result FROM mcp_calls').all() as Array<{ result: string }>) {
       expect(JSON.parse(row.result)).toHaveProperty('ok')

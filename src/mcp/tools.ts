@@ -204,11 +204,10 @@ export const createTools: CreateTools = (orch, host) => {
         leaseMs: z.number().int().min(1).optional().describe('lease length (default 30000); heartbeat before it lapses'),
       },
       mutating: true,
-      // No recover: the claim's fencing token is never journaled, so a claim made before
-      // a crash cannot be handed back. A replay in that window claims again; the first
-      // claim's lease lapses and its task is reclaimed (at-least-once, see server.ts).
-      async run(a) {
-        return { claim: await tasks.claimNext(a) }
+      // The board's own claim key: a replay after a crash between the claim and the record
+      // of its result gets the same claim back (exactly-once inside the claim's transaction).
+      async run(a, { idempotencyKey }) {
+        return { claim: await tasks.claimNext({ ...a, idempotencyKey }) }
       },
     }),
     tool({

@@ -64,6 +64,22 @@ describe('claims', () => {
     expect(runs.every((r) => r.endedAt !== null)).toBe(true)
   })
 
+  it('claimNext with an idempotency key: a retry gets the same claim, never a second task', async () => {
+    const orch = await open()
+    await orch.tasks.create({ title: 'a' })
+    await orch.tasks.create({ title: 'b' })
+    const [first, ...retries] = await Promise.all(
+      Array.from({ length: 5 }, () => orch.tasks.claimNext({ worker: 'w', idempotencyKey: 'claim-1' })),
+    )
+    for (const retry of retries) expect(retry).toEqual(first)
+    expect(await orch.tasks.list({ status: 'running' })).toHaveLength(1)
+    // A different key claims the other task.
+    expect((await orch.tasks.claimNext({ worker: 'w', idempotencyKey: 'claim-2' }))!.taskId).not.toBe(first!.taskId)
+    // Once that claim is over, its key answers LEASE_LOST rather than claiming anew.
+    await orch.tasks.complete(first!)
+    await expect(orch.tasks.claimNext({ worker: 'w', idempotencyKey: 'claim-1' })).rejects.toMatchObject({ code: 'LEASE_LOST' })
+  })
+
   it('a gated claim returns null and writes nothing', async () => {
     const orch = await open()
     const p = await orch.tasks.create({ title: 'p' })

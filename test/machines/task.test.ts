@@ -64,7 +64,7 @@ describe('the claim gate', () => {
     const { next, actions, ctx } = send(created(), CLAIM, OK, 2_000)
     expect(next.value).toBe('running')
     expect(ctx).toMatchObject({ attempts: 1, runId: 'r1', token: 'tok', worker: 'w1', leaseExpiresAt: 2_500 })
-    expect(only(actions, 'openRun')[0]!.params).toEqual({ runId: 'r1', worker: 'w1', attempt: 1, leaseExpiresAt: 2_500 })
+    expect(only(actions, 'openRun')[0]!.params).toEqual({ runId: 'r1', worker: 'w1', attempt: 1, leaseExpiresAt: 2_500, claimKey: null })
     const raise = only(actions, 'xstate.raise')[0]!
     expect(raise.params).toMatchObject({ id: 'lease', delay: 500, event: { type: 'LEASE_EXPIRED', runId: 'r1' } })
     expect(kinds(actions)).toEqual(['claimed'])
