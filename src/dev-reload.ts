@@ -7,11 +7,11 @@
  * ESM modules cannot be unloaded, so each change is imported under a new URL
  * (`?v=N`); keep machine modules free of module-level state.
  */
-import { watch, type FSWatcher } from 'node:fs'
-import { basename, dirname, resolve } from 'node:path'
+import { resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import type { MachineDefinition } from '../persistence/kernel.js'
 import { InvalidInputError } from './errors.js'
+import { FileWatcher } from './file-watcher.js'
 import type { Orchestrator, ReloadResult } from './types.js'
 
 export interface WatchMachinesOptions {
@@ -19,6 +19,8 @@ export interface WatchMachinesOptions {
   modules: { task?: string; session?: string }
   /** Quiet time after the last change before reloading (default 100 ms): editors write files in bursts. */
   debounceMs?: number
+  /** Safety poll of the files' size and mtime, for file systems where watching misses changes (default 500 ms). */
+  pollMs?: number
   onReload?(result: ReloadResult): void
   /** A module that fails to import or a reload that is refused (default: console.error). The old machines stay. */
   onError?(error: unknown): void
@@ -36,7 +38,6 @@ export function watchMachines(orch: Orchestrator, options: WatchMachinesOptions)
   const debounceMs = options.debounceMs ?? 100
   const onError = options.onError ?? ((error: unknown) => console.error('[lockstep reload]', error))
   let generation = 0
-  let timer: NodeJS.Timeout | null = null
   let chain: Promise<unknown> = Promise.resolve()
   let closed = false
 
@@ -63,29 +64,19 @@ export function watchMachines(orch: Orchestrator, options: WatchMachinesOptions)
     return run
   }
 
-  // Watch the directories, not the files: an editor that saves by renaming a new file over
-  // the old one replaces the inode a file watch would be attached to.
-  const byDirectory = new Map<string, Set<string>>()
-  for (const [, file] of entries) {
-    const path = resolve(file)
-    const names = byDirectory.get(dirname(path)) ?? new Set<string>()
-    names.add(basename(path))
-    byDirectory.set(dirname(path), names)
-  }
-  const watchers: FSWatcher[] = [...byDirectory].map(([directory, names]) =>
-    watch(directory, (_event, name) => {
-      if (name === null || !names.has(name.toString())) return
-      if (timer) clearTimeout(timer)
-      timer = setTimeout(() => void reloadNow(), debounceMs)
-    }),
+  const watcher = new FileWatcher(
+    entries.map(([, file]) => resolve(file)),
+    debounceMs,
+    options.pollMs ?? 500,
+    (line) => onError(new Error(line)),
+    () => void reloadNow(),
   )
 
   return {
     reloadNow,
     close() {
       closed = true
-      if (timer) clearTimeout(timer)
-      for (const watcher of watchers) watcher.close()
+      watcher.close()
     },
   }
 }

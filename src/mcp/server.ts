@@ -28,6 +28,7 @@ import { openDatabase, withBusyRetry, writeTransaction, type Db } from '../../pe
 import type { MachineDefinition } from '../../persistence/kernel.js'
 import { InvalidInputError, LockstepError } from '../errors.js'
 import type { Orchestrator } from '../types.js'
+import { FileWatcher } from '../file-watcher.js'
 import type { CreateTools, ToolDef, ToolHost } from './tools.js'
 
 export const SERVER_NAME = 'lockstep'
@@ -313,7 +314,7 @@ export async function startMcpServer(options: McpServeOptions): Promise<McpServe
 
   // ---- watching ----
 
-  let watcher: Watcher | null = null
+  let watcher: FileWatcher | null = null
   if (options.watch) {
     const machineFiles = new Map<string, 'task' | 'session'>()
     for (const [name, path] of Object.entries(machinePaths) as Array<[string, string | undefined]>) {
@@ -322,7 +323,7 @@ export async function startMcpServer(options: McpServeOptions): Promise<McpServe
         loaded.set(path, hashOf(path)) // the orchestrator runs what is on disk now
       }
     }
-    watcher = new Watcher([toolsPath, ...machineFiles.keys()], options.debounceMs ?? 100, options.pollMs ?? 500, log, (path) => {
+    watcher = new FileWatcher([toolsPath, ...machineFiles.keys()], options.debounceMs ?? 100, options.pollMs ?? 500, log, (path) => {
       // Only a real change of content: editors and compilers fire several events per write.
       if (hashOf(path) === loaded.get(path)) return
       const machine = machineFiles.get(path)
@@ -509,82 +510,6 @@ class CallRecords {
 
   close(): void {
     this.db.close()
-  }
-}
-
-// ---- watching files ----
-
-/**
- * fs.watch on the files' directories (a compiler or editor may replace a file, which a
- * watch on the file itself would miss), plus a bounded mtime/size poll as a safety net;
- * `onChange(path)` after `debounceMs` without further events for that path.
- */
-class Watcher {
-  private readonly watchers: FSWatcher[] = []
-  private readonly timers = new Map<string, NodeJS.Timeout>()
-  private readonly stamps = new Map<string, string>()
-  private readonly poll: NodeJS.Timeout
-  private closed = false
-
-  constructor(
-    private readonly paths: string[],
-    private readonly debounceMs: number,
-    pollMs: number,
-    log: (line: string) => void,
-    private readonly onChange: (path: string) => void,
-  ) {
-    const byDir = new Map<string, string[]>()
-    for (const path of paths) {
-      byDir.set(dirname(path), [...(byDir.get(dirname(path)) ?? []), path])
-      this.stamps.set(path, stampOf(path))
-    }
-    for (const [dir, files] of byDir) {
-      try {
-        const w = watch(dir, { persistent: false }, (_event, filename) => {
-          for (const path of files) if (!filename || basename(path) === String(filename)) this.schedule(path)
-        })
-        w.on('error', (error) => log(`watching ${dir}: ${describe(error)} (polling continues)`))
-        this.watchers.push(w)
-      } catch (error) {
-        log(`cannot watch ${dir}: ${describe(error)} (polling every ${pollMs} ms)`)
-      }
-    }
-    this.poll = setInterval(() => {
-      for (const path of this.paths) {
-        const stamp = stampOf(path)
-        if (stamp === this.stamps.get(path)) continue
-        this.stamps.set(path, stamp)
-        this.schedule(path)
-      }
-    }, pollMs)
-    this.poll.unref()
-  }
-
-  private schedule(path: string): void {
-    if (this.closed) return
-    clearTimeout(this.timers.get(path))
-    const timer = setTimeout(() => {
-      this.timers.delete(path)
-      if (!this.closed) this.onChange(path)
-    }, this.debounceMs)
-    timer.unref()
-    this.timers.set(path, timer)
-  }
-
-  close(): void {
-    this.closed = true
-    clearInterval(this.poll)
-    for (const timer of this.timers.values()) clearTimeout(timer)
-    for (const w of this.watchers) w.close()
-  }
-}
-
-function stampOf(path: string): string {
-  try {
-    const s = statSync(path)
-    return `${s.ino}:${s.size}:${s.mtimeMs}`
-  } catch {
-    return 'missing'
   }
 }
 
