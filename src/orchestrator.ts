@@ -87,11 +87,12 @@ export async function createOrchestrator(options: OrchestratorOptions = {}): Pro
     sessions,
     runDueTimers: () => guard(() => timers.runDue()),
     barrier: (fn) => intake.exclusive(fn),
-    // The inspector draws and replays the machine definitions live in this process.
+    // The inspector draws and replays the machine definitions in force in this process,
+    // read at each use, so a later reload shows up too.
     inspect: (inspectOptions = {}) =>
       startInspector(path, {
         ...inspectOptions,
-        machines: { [TASK_MACHINE_ID]: kernel.definition(TASK_MACHINE_ID), [SESSION_MACHINE_ID]: kernel.definition(SESSION_MACHINE_ID) },
+        machines: Object.fromEntries([TASK_MACHINE_ID, SESSION_MACHINE_ID].map((id) => [id, liveDefinition(kernel, id)])),
       }),
     reload: (reloadOptions = {}) => intake.exclusive(() => reload(kernel, reloadOptions)),
     close() {
@@ -104,6 +105,18 @@ export async function createOrchestrator(options: OrchestratorOptions = {}): Pro
         db.close()
       })()
       return closing
+    },
+  }
+}
+
+/** A { machine, version } whose fields read the kernel's current definition. */
+function liveDefinition(kernel: Kernel, machineId: string): MachineDefinition {
+  return {
+    get machine() {
+      return kernel.definition(machineId).machine
+    },
+    get version() {
+      return kernel.definition(machineId).version
     },
   }
 }

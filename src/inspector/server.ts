@@ -287,13 +287,16 @@ async function serve(store: InspectorStore, o: ValidOptions, stately: { inspecto
   let pingTimer: NodeJS.Timeout | null = null
   let closed: Promise<void> | null = null
 
+  const chartSources = new Map<string, AnyStateMachine>()
   const chart = (machineId: string): Statechart | null => {
     const def = o.machines.get(machineId)
     if (!def) return null
+    // Keyed by the machine object too: a hot reload swaps it (see orch.inspect).
     let c = charts.get(machineId)
-    if (!c) {
+    if (!c || chartSources.get(machineId) !== def.machine) {
       c = statechartOf(machineId, def.machine)
       charts.set(machineId, c)
+      chartSources.set(machineId, def.machine)
     }
     return c
   }

@@ -102,6 +102,18 @@ describe('reload', () => {
     await orch.close()
   })
 
+  it('orch.inspect shows the machine definitions in force, also after a reload', async () => {
+    const orch = await open()
+    await orch.tasks.create({ title: 't' })
+    const inspector = await orch.inspect({ port: 0 })
+    const machineInfo = async () =>
+      (await (await fetch(`http://127.0.0.1:${inspector.port}/api/machines/lockstep.task`)).json()) as { version: number }
+    expect((await machineInfo()).version).toBe(1)
+    await orch.reload({ machines: { task: { machine: taskMachine, version: 2, migrations: { 1: addSchemaNote } } } })
+    expect((await machineInfo()).version).toBe(2)
+    await inspector.close()
+  })
+
   it('bad definitions are INVALID_INPUT', async () => {
     const orch = await open()
     await expect(orch.reload({ machines: { nope: {} } as never })).rejects.toMatchObject({ code: 'INVALID_INPUT' })
