@@ -19,6 +19,11 @@ export interface ConnectionOptions {
   synchronous?: Synchronous
   /** How long SQLite itself waits for the write lock before lockstep's own retry takes over. */
   busyTimeoutMs?: number
+  /**
+   * SQLite's automatic checkpoint threshold in WAL pages (SQLite's default 1000). With a
+   * background checkpointer it is only a safety net and set much higher.
+   */
+  walAutocheckpointPages?: number
 }
 
 export function openDatabase(options: ConnectionOptions, busyRetryMs = 60_000): Db {
@@ -35,6 +40,7 @@ export function openDatabase(options: ConnectionOptions, busyRetryMs = 60_000): 
     // WAL lets readers run beside the one writer, across processes.
     if (options.path !== ':memory:') retryBusySync(() => db.pragma('journal_mode = WAL'), busyRetryMs)
     db.pragma(`synchronous = ${options.synchronous ?? 'NORMAL'}`)
+    db.pragma(`wal_autocheckpoint = ${Math.max(0, Math.floor(options.walAutocheckpointPages ?? 1000))}`)
     db.pragma('foreign_keys = ON')
     return db
   } catch (error) {

@@ -1,4 +1,6 @@
-// Copies the files tsc does not emit (the inspector's page) into dist/.
-import { cpSync, existsSync } from 'node:fs'
+// Copies the files tsc does not emit (the inspector's page, the checkpointer's thread) into dist/.
+import { cpSync } from 'node:fs'
 
-if (existsSync('src/inspector/page')) cpSync('src/inspector/page', 'dist/src/inspector/page', { recursive: true })
+cpSync('persistence/checkpoint-worker.mjs', 'dist/persistence/checkpoint-worker.mjs')
+
+cpSync('src/inspector/page', 'dist/src/inspector/page', { recursive: true })

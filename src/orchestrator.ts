@@ -7,6 +7,7 @@ import { JournalQueries } from '../persistence/journal.js'
 import { Kernel, type MachineDefinition } from '../persistence/kernel.js'
 import { TASK_MACHINE_ID } from '../machines/task.js'
 import { SESSION_MACHINE_ID } from '../machines/session.js'
+import { startCheckpointer } from '../persistence/checkpointer.js'
 import { migrate } from '../persistence/migrations.js'
 import { SessionQueries } from '../persistence/sessions.js'
 import { TaskQueries } from '../persistence/tasks.js'
@@ -19,6 +20,9 @@ import { SqliteTaskBoard } from './task-board.js'
 import { TimerLoop } from './timer-loop.js'
 import type { Orchestrator, OrchestratorOptions, ReloadOptions, ReloadResult, TaskDefaults } from './types.js'
 import * as v from './validate.js'
+
+/** How often the background checkpointer copies the WAL back into the database file. */
+const CHECKPOINT_INTERVAL_MS = 100
 
 export const DEFAULT_TASK_DEFAULTS: TaskDefaults = {
   leaseMs: 30_000,
@@ -46,7 +50,21 @@ export async function createOrchestrator(options: OrchestratorOptions = {}): Pro
   }
   const onError = options.onError ?? ((error: unknown) => console.error('[lockstep]', error))
 
-  const db = openDatabase({ path, synchronous: synchronous as 'NORMAL', busyTimeoutMs: options.busyTimeoutMs }, busyRetryMs)
+  const checkpoint = o.checkpoint ?? 'background'
+  if (checkpoint !== 'background' && checkpoint !== 'inline') {
+    throw new InvalidInputError("checkpoint must be 'background' or 'inline'", { field: 'checkpoint' })
+  }
+  const background = checkpoint === 'background' && path !== ':memory:'
+  const db = openDatabase(
+    {
+      path,
+      synchronous: synchronous as 'NORMAL',
+      busyTimeoutMs: options.busyTimeoutMs,
+      // With the background checkpointer, SQLite's own checkpoint is only a safety net.
+      walAutocheckpointPages: background ? 10_000 : 1_000,
+    },
+    busyRetryMs,
+  )
   try {
     // Two processes opening a fresh file at once: the write lock serializes the migration.
     await writeTransaction(db, () => migrate(db, path), busyRetryMs)
@@ -59,6 +77,7 @@ export async function createOrchestrator(options: OrchestratorOptions = {}): Pro
   const guard = <T>(operation: () => Promise<T>): Promise<T> => intake.run(operation)
   let closing: Promise<void> | null = null
 
+  const checkpointer = background ? startCheckpointer(path, CHECKPOINT_INTERVAL_MS) : null
   const kernel = new Kernel(db, { now: options.now, busyRetryMs, onError })
   const queries = new TaskQueries(db)
   kernel.register(queries.actorKind())
@@ -102,6 +121,7 @@ export async function createOrchestrator(options: OrchestratorOptions = {}): Pro
         await intake.close()
         feed.close()
         await timers.stop()
+        await checkpointer?.stop()
         db.close()
       })()
       return closing

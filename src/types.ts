@@ -210,6 +210,13 @@ export interface OrchestratorOptions {
   path?: string
   /** See README: NORMAL (default) survives process crashes, FULL also power loss. */
   synchronous?: 'OFF' | 'NORMAL' | 'FULL' | 'EXTRA'
+  /**
+   * Where WAL checkpoints run. 'background' (default): a worker thread checkpoints every
+   * 100 ms without blocking anyone, so no commit waits for a checkpoint's fsyncs.
+   * 'inline': SQLite's automatic checkpoint inside the commit that crosses 1,000 pages
+   * (no extra thread; for short-lived scripts).
+   */
+  checkpoint?: 'background' | 'inline'
   /** SQLite busy_timeout for the write lock, per attempt (default 2,000 ms). */
   busyTimeoutMs?: number
   /** Total time lockstep keeps retrying a busy write before STORE_BUSY (default 60,000 ms). */

@@ -618,7 +618,8 @@ async function execute(command: Command, input: unknown, values: Values): Promis
     })
   }
   const asJson = values.json === true
-  const orch = await createOrchestrator({ path })
+  // One-shot commands checkpoint inline (no extra thread to start); the MCP server lives long.
+  const orch = await createOrchestrator({ path, checkpoint: command.name === 'mcp' ? 'background' : 'inline' })
   try {
     // A CLI process lives too briefly for the timer loop to tick: deliver overdue lease
     // expiries and retries first, so it acts on the board as a long-lived process would
