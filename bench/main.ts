@@ -299,6 +299,7 @@ function header(machine: MachineFacts, options: BenchOptions): string {
     `  ${options.tasks} tasks per scenario | ${options.repetitions} repetition(s) | warm-up ${options.warmup} tasks per process`,
     `  create→start: ${options.latencySamples} samples per case, one run each after the repetitions`,
     `  WAL | busy_timeout ${options.busyTimeoutMs} ms | synchronous passed explicitly to both sides | files in ${machine.tmpdir}`,
+    "  checkpoints: lockstep's default (a background thread, PASSIVE every 100 ms); baseline: SQLite's automatic one inside commits",
     '  rates and CPU: median over repetitions (min-max); latencies: nearest-rank over all samples pooled',
     '  CPU per op: user+system time of the worker processes / ops: the cost without fsync and lock waits',
   ].join('\n')
