@@ -82,7 +82,6 @@ export interface SessionContext {
   runner: boolean
   /** The message being answered, replayed unchanged (same id) on every fallback. */
   message: unknown
-  tokenSeen: boolean
   /** When the session last aborted a request itself. */
   selfAbortAt: number | null
   /** Models cooling down: skipped until `until`. */
@@ -195,6 +194,21 @@ export function modelForPrompt(context: Pick<SessionContext, 'models' | 'cooldow
   return null
 }
 
+/** The context of a new prompt on `model`: a new generation, a fresh attempt log. */
+function newPrompt(context: SessionContext, e: { messageId: string; message: unknown; runner?: boolean }, model: string) {
+  return {
+    messageId: e.messageId,
+    runner: e.runner === true,
+    message: e.message,
+    model,
+    generation: context.generation + 1,
+    attempts: 0,
+    sameModelTries: 0,
+    log: [],
+    lastFailure: null,
+  }
+}
+
 export function classify(context: SessionContext, event: { error: ModelError; at: number }): Classification {
   return classifyModelError(
     event.error,
@@ -242,19 +256,7 @@ export const sessionMachine = setup({
 
     startPrompt: assign(({ context, event }) => {
       const e = event as E<'PROMPT'>
-      const model = e.model ?? modelForPrompt(context, e.at) ?? context.model
-      return {
-        messageId: e.messageId,
-        runner: e.runner === true,
-        message: e.message,
-        model,
-        generation: context.generation + 1,
-        attempts: 0,
-        sameModelTries: 0,
-        tokenSeen: false,
-        log: [],
-        lastFailure: null,
-      }
+      return newPrompt(context, e, e.model ?? modelForPrompt(context, e.at) ?? context.model)
     }),
     /** Record the current generation's failure and cool its model down. */
     recordFailure: assign(({ context, event }) => {
@@ -274,7 +276,6 @@ export const sessionMachine = setup({
       generation: context.generation + 1,
       attempts: context.attempts + 1,
       sameModelTries: 0,
-      tokenSeen: false,
       selfAbortAt: event.at,
     })),
   },
@@ -331,7 +332,6 @@ export const sessionMachine = setup({
     messageId: null,
     runner: false,
     message: null,
-    tokenSeen: false,
     selfAbortAt: null,
     cooldowns: {},
     log: [],
@@ -430,7 +430,7 @@ export const sessionMachine = setup({
           on: {
             TOKEN: [
               { guard: 'stale', actions: ignored('token of a stale generation') },
-              { target: 'streaming', actions: [assign({ tokenSeen: true }), j('first_token')] },
+              { target: 'streaming', actions: j('first_token') },
             ],
             // The retry lock: until the new generation speaks, only reports that name it count.
             ERROR: failureTransitions({ requireCurrentWhileFallingBack: true }),
@@ -478,7 +478,7 @@ export const sessionMachine = setup({
               {
                 target: 'awaitingFirstToken',
                 actions: [
-                  assign(({ context }) => ({ generation: context.generation + 1, tokenSeen: false })),
+                  assign(({ context }) => ({ generation: context.generation + 1 })),
                   j('retried'),
                   dispatchCurrent(),
                 ],
@@ -586,19 +586,8 @@ function promptTransitions(extra?: SessionJournalKind): Shared {
       actions: [
         assign(({ context, event }: { context: SessionContext; event: SessionEvent }) => {
           const e = event as E<'PROMPT'>
-          return {
-            messageId: e.messageId,
-            runner: e.runner === true,
-            message: e.message,
-            model: modelForPrompt(context, e.at)!,
-            generation: context.generation + 1,
-            attempts: 0,
-            sameModelTries: 0,
-            tokenSeen: false,
-            log: [],
-            lastFailure: null,
-            selfAbortAt: e.at,
-          }
+          // The host's request to the primary is aborted by the session itself: mark it.
+          return { ...newPrompt(context, e, modelForPrompt(context, e.at)!), selfAbortAt: e.at }
         }),
         j(...pre, 'prompted', 'redirected'),
         { type: 'abort' as const, params: ({ context }: { context: SessionContext }) => ({ generation: context.generation - 1, model: context.models[0]! }) },

@@ -23,7 +23,6 @@ import type { AnyStateMachine } from 'xstate'
 import { SESSION_MACHINE_ID, SESSION_MACHINE_VERSION, sessionMachine } from '../../machines/session.js'
 import { TASK_MACHINE_ID, TASK_MACHINE_VERSION, TASK_STATUSES, taskMachine } from '../../machines/task.js'
 import { isBusyError } from '../../persistence/connection.js'
-import type { SessionRow } from '../../persistence/sessions.js'
 import { InvalidInputError, LockstepError } from '../errors.js'
 import { toSession } from '../sessions.js'
 import { toRun, toTask } from '../task-board.js'
@@ -614,7 +613,7 @@ async function serve(store: InspectorStore, o: ValidOptions, stately: { inspecto
       state: row.state,
       status: row.status,
       now: Date.now(),
-      session: toSession(row as unknown as SessionRow, Date.now()),
+      session: toSession(row, Date.now()),
       policy: snapshot.context?.policy ?? null,
       context: publicContext(snapshot.context),
       journal,

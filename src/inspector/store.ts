@@ -54,18 +54,7 @@ export interface TaskQuery {
 
 const LITE_COLUMNS = 't.rowid AS n, t.id, t.title, t.status, t.state, t.assignee, t.tenant, t.priority, t.attempts, t.updated_at'
 
-interface LiteRow {
-  n: number
-  id: string
-  title: string
-  status: string
-  state: string
-  assignee: string | null
-  tenant: string | null
-  priority: number
-  attempts: number
-  updated_at: number
-}
+type LiteRow = Pick<TaskRowFull, 'n' | 'id' | 'title' | 'status' | 'state' | 'assignee' | 'tenant' | 'priority' | 'attempts' | 'updated_at'>
 
 const toLite = (r: LiteRow): TaskLite => ({
   n: r.n,
