@@ -16,6 +16,25 @@ export function requireRecord(value: unknown, what: string): Record<string, unkn
   return value
 }
 
+/**
+ * An options object: a plain object whose every own key is one of `known`. An unknown
+ * key (a typo, or an option this version does not have, such as `delay`) is refused
+ * with INVALID_INPUT naming it, instead of being silently ignored.
+ */
+export function requireOptions(value: unknown, what: string, known: readonly string[]): Record<string, unknown> {
+  const record = requireRecord(value, what)
+  for (const key of Object.keys(record)) {
+    if (!known.includes(key)) {
+      throw new InvalidInputError(`${what} has an unknown option ${JSON.stringify(key)} (known: ${known.join(', ')})`, {
+        field: key,
+        known,
+      })
+    }
+  }
+  return record
+}
+
+
 export function requireString(value: unknown, field: string, max = MAX_TEXT): string {
   if (typeof value !== 'string' || value.trim() === '') {
     throw new InvalidInputError(`${field} must be a non-empty string`, { field })
@@ -60,48 +79,93 @@ export function status(value: unknown): TaskStatus | undefined {
 }
 
 /**
+ * How deeply a payload, result, metadata or message may nest (objects and arrays).
+ * Deeper values are refused with INVALID_INPUT before anything recursive touches them:
+ * JSON.stringify, structured clones and the journal's readers all recurse.
+ */
+export const MAX_JSON_DEPTH = 256
+
+/**
  * Serialize a value that must round-trip through JSON exactly: plain objects, arrays,
- * strings, finite numbers, booleans and null. Anything JSON would silently change
- * (undefined, functions, Dates, Maps, NaN, cycles, class instances) is refused.
+ * strings, finite numbers, booleans and null, nested at most MAX_JSON_DEPTH levels.
+ * Anything JSON would silently change (undefined, functions, Dates, Maps, NaN, cycles,
+ * class instances) is refused.
  */
 export function jsonValue(value: unknown, field: string, maxBytes: number): string | null {
   if (value === undefined || value === null) return null
-  checkJson(value, field, new Set())
+  checkJson(value, field)
   const json = JSON.stringify(value)
   const bytes = Buffer.byteLength(json)
   if (bytes > maxBytes) throw new PayloadTooLargeError(field, bytes, maxBytes)
   return json
 }
 
-function checkJson(value: unknown, path: string, seen: Set<object>): void {
-  if (value === null || typeof value === 'string' || typeof value === 'boolean') return
-  if (typeof value === 'number') {
-    if (!Number.isFinite(value)) throw new InvalidInputError(`${path} is not a finite number`, { field: path })
-    return
+/** A value met during the walk; its path is spelled out only for an error message. */
+interface Visit {
+  value: unknown
+  parent: Visit | null
+  key: string | number
+  depth: number
+}
+
+function pathOf(visit: Visit, field: string): string {
+  const parts: string[] = []
+  for (let v: Visit | null = visit; v?.parent; v = v.parent) {
+    parts.push(typeof v.key === 'number' ? `[${v.key}]` : `.${v.key}`)
   }
-  if (typeof value !== 'object') {
-    throw new InvalidInputError(`${path} is a ${typeof value}, which JSON cannot hold`, { field: path })
+  return field + parts.reverse().join('')
+}
+
+/**
+ * Iterative (an explicit stack, no recursion), so a value nested a million levels deep
+ * is refused with INVALID_INPUT instead of overflowing the call stack.
+ */
+function checkJson(root: unknown, field: string): void {
+  // The objects on the path from the root to the value visited now (a cycle is a repeat).
+  const ancestors = new Set<object>()
+  // `leave` entries take an object off the path once all of its children are done.
+  const stack: Array<Visit | { leave: object }> = [{ value: root, parent: null, key: '', depth: 0 }]
+  const fail = (visit: Visit, problem: string): never => {
+    const path = pathOf(visit, field)
+    throw new InvalidInputError(`${path} ${problem}`, { field: path })
   }
-  if (seen.has(value)) throw new InvalidInputError(`${path} contains a cycle`, { field: path })
-  seen.add(value)
-  if (Array.isArray(value)) {
-    value.forEach((item, i) => {
-      if (item === undefined) throw new InvalidInputError(`${path}[${i}] is undefined`, { field: path })
-      checkJson(item, `${path}[${i}]`, seen)
-    })
-  } else {
-    const proto = Object.getPrototypeOf(value)
-    if (proto !== Object.prototype && proto !== null) {
-      throw new InvalidInputError(`${path} is not a plain object (${proto?.constructor?.name ?? 'unknown'})`, {
-        field: path,
-      })
+  while (stack.length > 0) {
+    const item = stack.pop()!
+    if ('leave' in item) {
+      ancestors.delete(item.leave)
+      continue
     }
-    for (const [key, item] of Object.entries(value)) {
-      if (item === undefined) continue // JSON drops undefined properties; harmless
-      checkJson(item, `${path}.${key}`, seen)
+    const { value } = item
+    if (value === null || typeof value === 'string' || typeof value === 'boolean') continue
+    if (typeof value === 'number') {
+      if (!Number.isFinite(value)) fail(item, 'is not a finite number')
+      continue
+    }
+    if (value === undefined) fail(item, 'is undefined')
+    if (typeof value !== 'object') fail(item, `is a ${typeof value}, which JSON cannot hold`)
+    const object = value as object
+    if (ancestors.has(object)) fail(item, 'contains a cycle')
+    if (item.depth >= MAX_JSON_DEPTH) fail(item, `nests deeper than ${MAX_JSON_DEPTH} levels`)
+    if (!Array.isArray(object)) {
+      const proto = Object.getPrototypeOf(object)
+      if (proto !== Object.prototype && proto !== null) {
+        fail(item, `is not a plain object (${proto?.constructor?.name ?? 'unknown'})`)
+      }
+    }
+    ancestors.add(object)
+    stack.push({ leave: object })
+    const depth = item.depth + 1
+    if (Array.isArray(object)) {
+      for (let i = object.length - 1; i >= 0; i--) stack.push({ value: object[i], parent: item, key: i, depth })
+    } else {
+      const entries = Object.entries(object)
+      for (let i = entries.length - 1; i >= 0; i--) {
+        const [key, child] = entries[i]!
+        if (child === undefined) continue // JSON drops undefined properties; harmless
+        stack.push({ value: child, parent: item, key, depth })
+      }
     }
   }
-  seen.delete(value)
 }
 
 export function idList(value: unknown, field: string): string[] {
