@@ -174,3 +174,14 @@ export function idList(value: unknown, field: string): string[] {
   const ids = value.map((id, i) => requireString(id, `${field}[${i}]`))
   return [...new Set(ids)]
 }
+
+/**
+ * Text that must be recorded even when it is too long (a handler's error, a model's error
+ * report): keep the head and say how long the original was, so the record is bounded
+ * and nothing pretends to be whole.
+ */
+export function truncateText(text: string, max: number): string {
+  if (text.length <= max) return text
+  const note = ` … [truncated: ${text.length} characters in all]`
+  return text.slice(0, Math.max(0, max - note.length)) + note
+}
