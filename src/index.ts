@@ -1,6 +1,7 @@
 export { createOrchestrator, DEFAULT_TASK_DEFAULTS } from './orchestrator.js'
 export { startWorkerPool } from './worker-pool.js'
 export * from './errors.js'
+export { MAX_JSON_DEPTH } from './validate.js'
 export type * from './types.js'
 export { TASK_STATUSES, retryDelayMs, taskMachine } from '../machines/task.js'
 export type { JournalKind, ParentFacts, TaskState } from '../machines/task.js'

@@ -3,7 +3,7 @@
  * `npm run build` (npm test does it): this file builds nothing itself.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { existsSync, mkdtempSync, realpathSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, realpathSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -455,5 +455,43 @@ describe('lockstep events', () => {
     expect(await follower.exited).toEqual({ code: 0, signal: null })
     expect(follower.lines).toHaveLength(2)
     expect(follower.stderr()).toBe('')
+  })
+})
+
+describe('deeply nested JSON through the CLI', () => {
+  it('is INVALID_INPUT at 10k levels (a flag) and 1M levels (@FILE and @- on stdin), writing nothing', () => {
+    cli('init')
+    const task = create('--title', 'target')
+    const claim = cliJson<Claim>('task', 'claim', task.id, '--worker', 'w1')
+    const deep = (levels: number) => '['.repeat(levels) + ']'.repeat(levels)
+    const million = join(dir, 'million.json')
+    writeFileSync(million, deep(1_000_000))
+
+    expectNothingWritten(() => {
+      const flag = attempt('task', 'create', '--title', 'x', '--payload', deep(10_000), '--json')
+      expect(flag.code).toBe(1)
+      expect(JSON.parse(flag.stdout)).toMatchObject({ error: { code: 'INVALID_INPUT' } })
+      expect(JSON.parse(flag.stdout).error.message).toMatch(/nests deeper than 256 levels/)
+
+      const file = attempt('task', 'create', '--title', 'x', '--payload', `@${million}`)
+      expect(file.code).toBe(1)
+      expect(file.stderr).toMatch(/^error INVALID_INPUT: payload\[0\].* nests deeper than 256 levels/)
+
+      const stdin = spawnSync(
+        process.execPath,
+        [CLI, 'task', 'complete', task.id, '--run', claim.runId, '--token', claim.token, '--result', '@-', '--db', db],
+        { input: deep(1_000_000), encoding: 'utf8', timeout: 60_000 },
+      )
+      expect(stdin.status).toBe(1)
+      expect(stdin.stderr).toMatch(/^error INVALID_INPUT: result\[0\].* nests deeper than 256 levels/)
+
+      const missing = attempt('task', 'create', '--title', 'x', '--payload', `@${join(dir, 'absent.json')}`)
+      expect(missing.code).toBe(1)
+      expect(missing.stderr).toMatch(/^error INVALID_INPUT: --payload @.*absent\.json: cannot read/)
+    })
+
+    // A value that is fine is read from the file as it is.
+    writeFileSync(join(dir, 'ok.json'), '{"pages":[1,2]}')
+    expect(create('--title', 'from a file', '--payload', `@${join(dir, 'ok.json')}`).payload).toEqual({ pages: [1, 2] })
   })
 })

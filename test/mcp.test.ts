@@ -7,6 +7,7 @@
  * SIGKILLed after call 20 and restarted by the client's retry, idempotency keys making
  * every retried call exactly-once.
  */
+import { spawn } from 'node:child_process'
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -352,9 +353,17 @@ describe('lockstep mcp', () => {
     expect(text(missing)).toMatch(/^TASK_NOT_FOUND: /)
     expect(json(missing).error).toMatchObject({ code: 'TASK_NOT_FOUND', details: { taskId: 't_nope' } })
 
+    // Arguments that fail the tool's schema are INVALID_INPUT like every other refusal,
+    // not the SDK's "MCP error -32602".
     const invalid = (await client.callTool({ name: 'task_create', arguments: { title: 42 } })) as CallToolResult
     expect(invalid.isError).toBe(true)
-    expect(text(invalid)).toMatch(/title/)
+    expect(text(invalid)).toMatch(/^INVALID_INPUT: invalid arguments for task_create: .*title/)
+    expect(json(invalid).error).toMatchObject({ code: 'INVALID_INPUT', details: { tool: 'task_create', issues: [{ path: ['title'] }] } })
+    const missingArgs = (await client.callTool({ name: 'task_show', arguments: {} })) as CallToolResult
+    expect(text(missingArgs)).toMatch(/^INVALID_INPUT: invalid arguments for task_show: .*taskId/)
+    const noSuchTool = (await client.callTool({ name: 'constructor', arguments: {} })) as CallToolResult
+    expect(noSuchTool.isError).toBe(true)
+    expect(text(noSuchTool)).toMatch(/^INVALID_INPUT: there is no tool named "constructor"/)
 
     const badStatus = (await client.callTool({ name: 'task_create', arguments: { title: 'x', parents: ['t_missing'] } })) as CallToolResult
     expect(badStatus.isError).toBe(true)
@@ -437,4 +446,48 @@ describe('lockstep mcp', () => {
     expect((await call('task_complete', { claim })).task.status).toBe('done')
     expect(server.generation).toBe(0) // tool handlers untouched
   })
+})
+
+describe('deeply nested JSON through MCP', () => {
+  /**
+   * One tools/call sent as raw JSON-RPC text: the SDK client would JSON.stringify the
+   * arguments itself, which a million-level value does not survive.
+   */
+  async function rawToolCall(name: string, argumentsJson: string): Promise<CallToolResult> {
+    const child = spawn(process.execPath, [CLI, 'mcp', '--db', db], { stdio: ['pipe', 'pipe', 'pipe'] })
+    cleanups.push(() => child.kill('SIGKILL'))
+    let buffered = ''
+    const response = new Promise<CallToolResult>((resolve, reject) => {
+      child.stdout!.on('data', (chunk: Buffer) => {
+        buffered += chunk
+        for (const line of buffered.split('\n').slice(0, -1)) {
+          const message = JSON.parse(line) as { id?: number; result?: CallToolResult; error?: unknown }
+          if (message.id === 2) (message.result ? resolve(message.result) : reject(new Error(JSON.stringify(message.error))))
+        }
+        buffered = buffered.slice(buffered.lastIndexOf('\n') + 1)
+      })
+      child.on('exit', (code) => reject(new Error(`server exited with ${code}`)))
+    })
+    const send = (text: string) => child.stdin!.write(`${text}\n`)
+    send(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } } }))
+    send(JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }))
+    send(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":${JSON.stringify(name)},"arguments":${argumentsJson}}}`)
+    const timeout = new Promise<never>((_, reject) => setTimeout(() => reject(new Error('no answer in 30 s')), 30_000))
+    return Promise.race([response, timeout])
+  }
+
+  for (const depth of [10_000, 1_000_000]) {
+    it(`task_create with a payload ${depth.toLocaleString('en')} levels deep is INVALID_INPUT and writes nothing`, async () => {
+      const deep = '['.repeat(depth) + ']'.repeat(depth)
+      const result = await rawToolCall('task_create', `{"title":"deep","payload":${deep}}`)
+      expect(result.isError).toBe(true)
+      expect(text(result)).toMatch(/^INVALID_INPUT: payload\[0\].* nests deeper than 256 levels/)
+      const sqlite = new Database(db, { readonly: true })
+      try {
+        expect(sqlite.prepare('SELECT COUNT(*) AS n FROM tasks').get()).toEqual({ n: 0 })
+      } finally {
+        sqlite.close()
+      }
+    })
+  }
 })

@@ -8,7 +8,7 @@
  * orchestrator, runs the command and closes the orchestrator on every path. Output
  * and exit codes follow one rule, documented in OUTPUT_RULES below.
  */
-import { existsSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { createOrchestrator, InvalidInputError, LockstepError, TaskNotFoundError } from '../index.js'
@@ -100,7 +100,7 @@ const COMMANDS: Command[] = [
       tenant: { type: 'string', arg: 'X', help: 'only claimable with --tenant X (claim without ID)' },
       priority: { type: 'string', arg: 'N', help: 'higher is claimed first (default 0)' },
       parent: { type: 'string', arg: 'ID', multiple: true, help: 'a task that must be done first (repeatable)' },
-      payload: { type: 'string', arg: 'JSON', help: 'any JSON value' },
+      payload: { type: 'string', arg: 'JSON', help: 'any JSON value; @FILE reads it from a file, @- from stdin' },
       'idempotency-key': { type: 'string', arg: 'K', help: 'a second create with this key returns the first task' },
       'max-attempts': { type: 'string', arg: 'N', help: 'claims allowed before the task stays failed (default 3)' },
     },
@@ -191,7 +191,7 @@ const COMMANDS: Command[] = [
     args: ['ID'],
     flags: {
       ...FENCE_FLAGS,
-      result: { type: 'string', arg: 'JSON', help: 'any JSON value' },
+      result: { type: 'string', arg: 'JSON', help: 'any JSON value; @FILE reads it from a file, @- from stdin' },
       summary: { type: 'string', arg: 'S', help: 'free text' },
     },
     parse: (values, args) => ({
@@ -308,9 +308,19 @@ function integer(values: Values, name: string, min = Number.MIN_SAFE_INTEGER, ma
   throw new InvalidInputError(`--${name} must be an integer${range}, not ${JSON.stringify(value)}`, { field: name })
 }
 
+/** A JSON flag: the text itself, or `@FILE` / `@-` (a value too large for a command line). */
 function json(values: Values, name: string): Json | undefined {
-  const value = text(values, name)
+  let value = text(values, name)
   if (value === undefined) return undefined
+  // No JSON text starts with "@", so the prefix cannot shadow a value.
+  if (value.startsWith('@')) {
+    const source = value.slice(1)
+    try {
+      value = readFileSync(source === '-' ? 0 : source, 'utf8')
+    } catch (error) {
+      throw new InvalidInputError(`--${name} ${value}: cannot read ${source === '-' ? 'stdin' : source}: ${(error as Error).message}`, { field: name })
+    }
+  }
   try {
     return JSON.parse(value) as Json
   } catch (error) {

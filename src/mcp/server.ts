@@ -22,7 +22,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url'
 import { McpServer, type RegisteredTool } from '@modelcontextprotocol/sdk/server/mcp.js'
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js'
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js'
-import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js'
+import { CallToolRequestSchema, type CallToolResult } from '@modelcontextprotocol/sdk/types.js'
 import { z } from 'zod'
 import { openDatabase, withBusyRetry, writeTransaction, type Db } from '../../persistence/connection.js'
 import type { MachineDefinition } from '../../persistence/kernel.js'
@@ -159,18 +159,24 @@ export async function startMcpServer(options: McpServeOptions): Promise<McpServe
 
   // ---- calls ----
 
-  async function dispatch(name: string, fingerprint: string, args: Record<string, unknown>): Promise<CallToolResult> {
+  async function dispatch(name: string, args: unknown): Promise<CallToolResult> {
     while (gate) await gate
+    // A Map, so a tool name such as "constructor" finds nothing it should not.
     const entry = entries.get(name)
-    if (!entry) return failure(new InvalidInputError(`tool ${name} no longer exists (removed by a reload)`, { tool: name }))
-    let input = args
-    if (entry.fingerprint !== fingerprint) {
-      // The SDK validated against the schema of the handlers this call was sent to; a
-      // reload changed it meanwhile, so check the arguments against the new one.
-      const parsed = z.object(entry.shape).safeParse(args)
-      if (!parsed.success) return failure(new InvalidInputError(`invalid arguments for ${name}: ${parsed.error.message}`, { tool: name }))
-      input = parsed.data as Record<string, unknown>
+    if (!entry) return failure(new InvalidInputError(`there is no tool named ${JSON.stringify(name)}`, { tool: name }))
+    // Arguments are checked here, against the handlers in force now (a reload may have
+    // changed the schema since the call was sent), so a bad call is an INVALID_INPUT
+    // result like every other refusal, not the SDK's protocol error.
+    const parsed = z.object(entry.shape).safeParse(args ?? {})
+    if (!parsed.success) {
+      return failure(
+        new InvalidInputError(`invalid arguments for ${name}: ${z.prettifyError(parsed.error).replace(/\n/g, '; ')}`, {
+          tool: name,
+          issues: parsed.error.issues.map((issue) => ({ path: issue.path.map(String), message: issue.message })),
+        }),
+      )
     }
+    const input = parsed.data as Record<string, unknown>
     const { def } = entry
     const key = def.mutating && typeof input.idempotencyKey === 'string' ? input.idempotencyKey : undefined
     const apply = () => def.run(input, { idempotencyKey: key })
@@ -222,7 +228,7 @@ export async function startMcpServer(options: McpServeOptions): Promise<McpServe
       const registered = mcp.registerTool(
         def.name,
         { title: def.title, description: def.description, inputSchema: shape, annotations: def.annotations },
-        ((args: Record<string, unknown>) => track(dispatch(def.name, fingerprint, args))) as never,
+        ((args: Record<string, unknown>) => track(dispatch(def.name, args))) as never,
       )
       entries.set(def.name, { def, shape, fingerprint, registered })
       changed = true
@@ -307,6 +313,9 @@ export async function startMcpServer(options: McpServeOptions): Promise<McpServe
 
   try {
     install(await loadTools()) // not connected yet: nothing to notify
+    // Calls go straight to dispatch(), which validates them itself: the SDK's own check
+    // would answer a bad call with "MCP error -32602 ..." instead of a lockstep code.
+    mcp.server.setRequestHandler(CallToolRequestSchema, (request) => track(dispatch(request.params.name, request.params.arguments)))
   } catch (error) {
     records.close()
     throw error

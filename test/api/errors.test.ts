@@ -6,6 +6,8 @@ import {
   DependencyCycleError,
   InvalidInputError,
   LockstepError,
+  MAX_JSON_DEPTH,
+  type Json,
   type Orchestrator,
 } from '../../src/index.js'
 import { tableCounts, tempDbPath } from '../helpers.js'
@@ -208,4 +210,43 @@ describe('the other codes', () => {
     await expect(orch.tasks.list()).rejects.toMatchObject({ code: 'CLOSED' })
     await orch.close() // idempotent
   })
+})
+
+/** `[[[ ... ]]]` (or `{a:{a:...}}`) nested `depth` levels, built without recursion. */
+function nested(depth: number, kind: 'array' | 'object' = 'array'): unknown {
+  let value: unknown = 0
+  for (let i = 0; i < depth; i++) value = kind === 'array' ? [value] : { a: value }
+  return value
+}
+
+describe('deeply nested JSON: INVALID_INPUT at any depth, never a RangeError', () => {
+  it('accepts MAX_JSON_DEPTH levels and refuses one more', async () => {
+    const { orch, path } = await board()
+    const ok = await orch.tasks.create({ title: 'deep enough', payload: nested(MAX_JSON_DEPTH) as Json })
+    expect(JSON.stringify(ok.payload)).toHaveLength(2 * MAX_JSON_DEPTH + 1)
+    const error = await rejectsWithoutWriting(path, () => orch.tasks.create({ title: 't', payload: nested(MAX_JSON_DEPTH + 1) as Json }), 'INVALID_INPUT')
+    expect(error.message).toMatch(new RegExp(`nests deeper than ${MAX_JSON_DEPTH} levels`))
+    await orch.close()
+  })
+
+  for (const depth of [10_000, 1_000_000]) {
+    it(`payload, result, metadata and session messages ${depth.toLocaleString('en')} levels deep`, async () => {
+      const { orch, path, ids } = await board()
+      const deep = nested(depth) as Json
+      const deepObject = nested(depth, 'object') as Json
+      await rejectsWithoutWriting(path, () => orch.tasks.create({ title: 't', payload: deep }), 'INVALID_INPUT')
+      await rejectsWithoutWriting(path, () => orch.tasks.create({ title: 't', payload: deepObject }), 'INVALID_INPUT')
+      const claim = (await orch.tasks.claim(ids.p!, { worker: 'w' }))!
+      await rejectsWithoutWriting(path, () => orch.tasks.complete(claim, { result: deep }), 'INVALID_INPUT')
+      await rejectsWithoutWriting(path, () => orch.tasks.complete(claim, { metadata: deepObject }), 'INVALID_INPUT')
+      await orch.sessions.open('s', { models: ['m1', 'm2'] })
+      const sessionEvents = (await orch.sessions.events({ sessionId: 's' })).length
+      await expect(orch.sessions.prompt('s', { message: deepObject })).rejects.toMatchObject({ code: 'INVALID_INPUT' })
+      await expect(
+        orch.sessions.run('s', { models: ['m1', 'm2'], message: { deep: deepObject }, call: async () => 'never called' }),
+      ).rejects.toMatchObject({ code: 'INVALID_INPUT' })
+      expect(await orch.sessions.events({ sessionId: 's' })).toHaveLength(sessionEvents)
+      await orch.close()
+    })
+  }
 })
