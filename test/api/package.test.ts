@@ -1,5 +1,5 @@
 /** The built package as a user imports it: `import { createOrchestrator } from 'lockstep'`. */
-import { execFileSync } from 'node:child_process'
+import { execFileSync, spawnSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
@@ -28,5 +28,24 @@ describe('package', () => {
     `
     const out = execFileSync(process.execPath, ['--input-type=module', '-e', script, tempDbPath()], { cwd: root, encoding: 'utf8' })
     expect(JSON.parse(out)).toEqual(['todo', 'ready', true, 'INVALID_INPUT'])
+  })
+
+  it('installs without npm warnings, and better-sqlite3 is built from source, never downloaded', () => {
+    // Without npm's variables from an outer `npm test`, so only the project's files count.
+    const env = Object.fromEntries(Object.entries(process.env).filter(([key]) => !/^npm_/i.test(key)))
+    const npm = (...args: string[]) => spawnSync('npm', args, { cwd: root, encoding: 'utf8', env, timeout: 60_000 })
+    // An unknown key in a project .npmrc makes npm 11 warn on every command.
+    const config = npm('config', 'list')
+    expect(config.status).toBe(0)
+    expect(config.stderr).not.toMatch(/warn/i)
+    // The one install script is approved in package.json (allowScripts), so npm does not warn about it.
+    expect(npm('install-scripts', 'ls').stdout).toMatch(/No packages with unreviewed install scripts/)
+    // prebuild-install (better-sqlite3's install step) reads .prebuild-installrc: source build, no download.
+    const rc = spawnSync(process.execPath, ['-e', "console.log(require('prebuild-install/rc')({ name: 'better-sqlite3' }).buildFromSource)"], {
+      cwd: join(root, 'node_modules/better-sqlite3'),
+      encoding: 'utf8',
+      env,
+    })
+    expect(rc.stdout.trim()).toBe('true')
   })
 })
