@@ -361,6 +361,12 @@ describe('lockstep mcp', () => {
     expect(json(invalid).error).toMatchObject({ code: 'INVALID_INPUT', details: { tool: 'task_create', issues: [{ path: ['title'] }] } })
     const missingArgs = (await client.callTool({ name: 'task_show', arguments: {} })) as CallToolResult
     expect(text(missingArgs)).toMatch(/^INVALID_INPUT: invalid arguments for task_show: .*taskId/)
+    // An argument the tool does not have is refused, not dropped (the task would be ready at once).
+    const unknownArg = (await client.callTool({ name: 'task_create', arguments: { title: 'later', delay: 1000 } })) as CallToolResult
+    expect(text(unknownArg)).toMatch(/^INVALID_INPUT: invalid arguments for task_create: .*delay/)
+    expect(json(unknownArg).error.details.issues).toEqual([expect.objectContaining({ message: expect.stringContaining('delay') })])
+    const listed = (await client.listTools()).tools.find((tool) => tool.name === 'task_create')!
+    expect(listed.inputSchema.additionalProperties).toBe(false)
     const noSuchTool = (await client.callTool({ name: 'constructor', arguments: {} })) as CallToolResult
     expect(noSuchTool.isError).toBe(true)
     expect(text(noSuchTool)).toMatch(/^INVALID_INPUT: there is no tool named "constructor"/)

@@ -167,7 +167,8 @@ export async function startMcpServer(options: McpServeOptions): Promise<McpServe
     // Arguments are checked here, against the handlers in force now (a reload may have
     // changed the schema since the call was sent), so a bad call is an INVALID_INPUT
     // result like every other refusal, not the SDK's protocol error.
-    const parsed = z.object(entry.shape).safeParse(args ?? {})
+    // Strict: an argument the tool does not have (a typo, an option it lacks) is refused, never dropped.
+    const parsed = z.strictObject(entry.shape).safeParse(args ?? {})
     if (!parsed.success) {
       return failure(
         new InvalidInputError(`invalid arguments for ${name}: ${z.prettifyError(parsed.error).replace(/\n/g, '; ')}`, {
@@ -227,7 +228,7 @@ export async function startMcpServer(options: McpServeOptions): Promise<McpServe
       existing?.registered.remove()
       const registered = mcp.registerTool(
         def.name,
-        { title: def.title, description: def.description, inputSchema: shape, annotations: def.annotations },
+        { title: def.title, description: def.description, inputSchema: z.strictObject(shape), annotations: def.annotations },
         ((args: Record<string, unknown>) => track(dispatch(def.name, args))) as never,
       )
       entries.set(def.name, { def, shape, fingerprint, registered })
