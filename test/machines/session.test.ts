@@ -174,7 +174,8 @@ describe('seed 001: self-abort protection', () => {
   })
   it('an abort outside the window is the user stopping: the prompt ends, no fallback', () => {
     const onA = send(prompted(), { type: 'ERROR', model: 'primary/model', error: RATE_LIMIT }, 5_000).next
-    const r = send(onA, { type: 'ABORTED' }, 8_001)
+    // During the replay the user's stop names what it stops (see 'the replay lock').
+    const r = send(onA, { type: 'ABORTED', model: 'fallback/model-a' }, 8_001)
     expect(r.next.value).toBe('idle')
     expect(kinds(r.actions)).toEqual(['aborted'])
     expect(r.ctx).toMatchObject({ attempts: 1, model: 'fallback/model-a' }) // never rewound
@@ -222,7 +223,7 @@ describe('cooldown and recovery', () => {
   it('skips cooling models when falling back', () => {
     let s = prompted()
     s = send(s, { type: 'ERROR', model: 'primary/model', error: RATE_LIMIT }, 1_000).next
-    s = send(s, { type: 'TOKEN' }).next
+    s = send(s, { type: 'TOKEN', model: 'fallback/model-a' }).next
     s = send(s, { type: 'IDLE' }).next // done on model-a
     // Next prompt while the primary still cools: stays on model-a.
     s = send(s, { type: 'PROMPT', messageId: 'm-2', message: 'x' }, 2_000).next
@@ -235,7 +236,7 @@ describe('cooldown and recovery', () => {
     s = send(s, { type: 'ERROR', model: 'primary/model', error: { ...RATE_LIMIT, retryAfter: 10 } }, 1_000).next
     // Retry-After (10 s) wins over the 60 s default.
     expect((s.context as SessionContext).cooldowns['primary/model']!.until).toBe(11_000)
-    s = send(s, { type: 'TOKEN' }).next
+    s = send(s, { type: 'TOKEN', model: 'fallback/model-a' }).next
     s = send(s, { type: 'IDLE' }).next
     const r = send(s, { type: 'PROMPT', messageId: 'm-2', message: 'x' }, 11_001)
     expect(r.ctx.model).toBe('primary/model')
@@ -244,7 +245,7 @@ describe('cooldown and recovery', () => {
   it('a host prompt to the cooling primary is not a manual model change: redirected to the fallback', () => {
     let s = prompted()
     s = send(s, { type: 'ERROR', model: 'primary/model', error: RATE_LIMIT }, 1_000).next
-    s = send(s, { type: 'TOKEN' }).next
+    s = send(s, { type: 'TOKEN', model: 'fallback/model-a' }).next
     s = send(s, { type: 'IDLE' }).next
     const r = send(s, { type: 'PROMPT', messageId: 'm-2', message: 'x', model: 'primary/model' }, 2_000)
     expect(r.ctx.model).toBe('fallback/model-a')
@@ -321,7 +322,7 @@ describe('lifecycle', () => {
   it('an archived session is reopened by its next prompt, with a fresh generation', () => {
     let s = prompted()
     s = send(s, { type: 'IDLE' }, 2_000).next // no token: falls back to model-a (generation 2)
-    s = send(s, { type: 'TOKEN' }).next
+    s = send(s, { type: 'TOKEN', generation: 2 }).next
     s = send(s, { type: 'IDLE' }).next
     s = send(s, { type: 'TTL_EXPIRED' }).next
     const r = send(s, { type: 'PROMPT', messageId: 'm-9', message: 'back' }, 90 * 60_000)
