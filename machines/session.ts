@@ -4,14 +4,19 @@
  * The whole fallback policy lives here, as guards, states and durable timers:
  * - one failure advances the chain exactly once: every dispatch has a monotonic
  *   `generation`, and a report about an older generation or another model is stale;
- * - while a fallback's replay has not produced its first token, reports that do not name
- *   the new generation or model are the same failure echoing, and are ignored;
+ * - while a replay (a fallback's or a same-model retry's) has not produced its first
+ *   token, reports of any kind that do not name the new generation or model are the
+ *   failure being handled echoing, and are ignored (one shared rule, `replayLock`);
  * - the session's own abort is marked, and an `aborted`/`idle` echo inside
  *   `selfAbortWindowMs` is ignored; a refused or failed dispatch never rewinds anything;
  * - failed models cool down (quota errors longer, a Retry-After hint wins) and are
  *   skipped while cooling; the next prompt returns to the primary once it has cooled;
- * - `maxAttempts` and the end of the chain end in `exhausted` until the next prompt.
+ * - `maxAttempts` and the end of the chain end in `exhausted` until the next prompt;
+ * - one `run()` prompt at a time: a runner PROMPT while another one is in flight is
+ *   refused (the store decides, so this holds across processes).
  *
+ * Approvals and cooldowns are keyed by user strings (tool and model names): they are read
+ * with own-key checks only, so `toString` or `__proto__` is never found on the prototype.
  * Pure like the task machine: time arrives in `at`, error classification is a pure
  * function of the event, and host calls are named actions run after commit.
  */
@@ -126,6 +131,9 @@ export type SessionEvent = { at: number } & (
   | { type: 'DELETE' }
 )
 
+/** Every report a host (or a run() call) makes about a request in flight. */
+export const REPORT_TYPES = ['TOKEN', 'ERROR', 'DISPATCH_FAILED', 'ABORTED', 'IDLE', 'COMPLETED'] as const
+
 export type SessionJournalKind =
   | 'opened'
   | 'configured'
@@ -172,9 +180,19 @@ type E<T extends SessionEvent['type']> = Extract<SessionEvent, { type: T }>
 const j = (...kinds: SessionJournalKind[]) => ({ type: 'journal' as const, params: { kinds } })
 const ignored = (reason: string) => ({ type: 'journal' as const, params: { kinds: ['ignored' as const], reason } })
 
+/** The cooldown recorded for `model` (an own key only: model names are user strings). */
+export function cooldownOf(context: Pick<SessionContext, 'cooldowns'>, model: string): { until: number; reason: string } | null {
+  return Object.hasOwn(context.cooldowns, model) ? context.cooldowns[model]! : null
+}
+
 export function isCooling(context: Pick<SessionContext, 'cooldowns'>, model: string, at: number): boolean {
-  const cooldown = context.cooldowns[model]
-  return cooldown !== undefined && cooldown.until > at
+  const cooldown = cooldownOf(context, model)
+  return cooldown !== null && cooldown.until > at
+}
+
+/** The approval of `tool` (an own key only: `toString` is not approved by Object.prototype). */
+export function approvalOf(context: Pick<SessionContext, 'approvals'>, tool: string): { once: boolean; at: number } | null {
+  return Object.hasOwn(context.approvals, tool) ? context.approvals[tool]! : null
 }
 
 /** The next usable model after `from` in chain order (wrapping), or null when every other one is cooling. */
@@ -240,6 +258,44 @@ function failureOf(context: SessionContext, event: SessionEvent): { outcome: Att
   return { outcome: 'no_response', reason: 'went idle without a token', classification: { ...timeout, reason: 'idle without a token' } }
 }
 
+/**
+ * Why the machine took no transition for `event` in `state` (a refused report or call):
+ * its guards said in words, for the caller. Pure; `state` is the kernel's state name
+ * (e.g. `active.streaming`) before the event.
+ */
+export function refusalReason(state: string, context: SessionContext, event: SessionEvent): string {
+  const top = state.split('.')[0]!
+  if (top === 'deleted') return 'the session is deleted'
+  switch (event.type) {
+    case 'AUTHORIZE':
+      return `${JSON.stringify(event.tool)} is not approved`
+    case 'REVOKE':
+      return `${JSON.stringify(event.tool)} has no approval to revoke`
+    case 'PROMPT':
+      if (top === 'active' && context.runner && event.runner === true) {
+        return `a run() prompt (message ${context.messageId}) is in flight on ${context.model}`
+      }
+      break
+    case 'MODEL_SELECTED': {
+      if (event.model === context.model) return `the session is already on ${event.model}`
+      const primary = context.models[0]!
+      const cooldown = cooldownOf(context, primary)
+      if (event.model === primary && cooldown !== null && cooldown.until > event.at) {
+        return `the primary ${primary} cools until ${new Date(cooldown.until).toISOString()} (${cooldown.reason}); the session stays on ${context.model}`
+      }
+      if (top === 'archived') return 'an archived session takes its model from its next prompt'
+      break
+    }
+    case 'TOKEN':
+      if (state === 'active.streaming') return 'tokens are already flowing'
+      break
+  }
+  if (top !== 'active' && (REPORT_TYPES as readonly string[]).includes(event.type)) {
+    return `no request is in flight (the session is ${top})`
+  }
+  return `${event.type} does not apply in state ${state}`
+}
+
 export const sessionMachine = setup({
   types: {
     context: {} as SessionContext,
@@ -289,8 +345,10 @@ export const sessionMachine = setup({
     attemptsLeft: ({ context }) => context.attempts < context.policy.maxAttempts,
     nextModelAvailable: ({ context, event }) => nextModel(context, context.model, event.at) !== null,
     someModelAvailable: ({ context, event }) => modelForPrompt(context, event.at) !== null,
-    /** A fallback of the current prompt is in progress (its replay has not answered yet). */
-    fallingBack: ({ context }) => context.attempts > 0,
+    /** The current generation replays the prompt after a failure (a fallback or a same-model retry). */
+    replaying: ({ context }) => context.attempts > 0 || context.sameModelTries > 0,
+    /** A run() prompt is in flight and this PROMPT is another run()'s. */
+    runnerBusy: ({ context, event }) => context.runner && (event as E<'PROMPT'>).runner === true,
     currentGeneration: ({ context, event }) => 'generation' in event && event.generation === context.generation,
     /** The host sent the prompt to the primary while it cools: its default, not the user's choice. */
     promptToCoolingPrimary: ({ context, event }) => {
@@ -310,8 +368,8 @@ export const sessionMachine = setup({
       const primary = context.models[0]!
       return e.model == null && context.model !== primary && !isCooling(context, primary, e.at)
     },
-    approved: ({ context, event }) => (event as E<'AUTHORIZE'>).tool in context.approvals,
-    approvalExists: ({ context, event }) => (event as E<'REVOKE'>).tool in context.approvals,
+    approved: ({ context, event }) => approvalOf(context, (event as E<'AUTHORIZE'>).tool) !== null,
+    approvalExists: ({ context, event }) => approvalOf(context, (event as E<'REVOKE'>).tool) !== null,
   },
   delays: {
     firstToken: ({ context }) => context.policy.firstTokenTimeoutMs,
@@ -344,6 +402,7 @@ export const sessionMachine = setup({
     APPROVE: {
       actions: [
         assign({
+          // Computed keys and spreads define own properties, so `__proto__` is an ordinary key here.
           approvals: ({ context, event }) => ({ ...context.approvals, [event.tool]: { once: event.once, at: event.at } }),
         }),
         j('approved'),
@@ -368,7 +427,7 @@ export const sessionMachine = setup({
       actions: [
         assign({
           approvals: ({ context, event }) => {
-            if (!context.approvals[event.tool]!.once) return context.approvals
+            if (!approvalOf(context, event.tool)!.once) return context.approvals
             const { [event.tool]: _used, ...rest } = context.approvals
             return rest
           },
@@ -398,8 +457,9 @@ export const sessionMachine = setup({
     /** A request is in flight for (model, generation). */
     active: {
       on: {
-        // A new prompt supersedes the one in flight (the host moved on).
-        PROMPT: promptTransitions(),
+        // A new prompt supersedes the one in flight (the host moved on), except that a
+        // run() prompt never supersedes another run()'s: that one is refused (SESSION_BUSY).
+        PROMPT: promptTransitions(undefined, { refuseRunnerWhileRunnerInFlight: true }),
         MODEL_SELECTED: manualModelChange(),
         ABORTED: [
           { guard: 'stale', actions: ignored('stale abort') },
@@ -427,13 +487,14 @@ export const sessionMachine = setup({
             delay: 'firstToken',
           }),
           exit: cancel('firstToken'),
-          on: {
+          // The replay lock covers every report kind: until the new generation speaks, only
+          // reports that name it count.
+          on: replayLocked({
             TOKEN: [
               { guard: 'stale', actions: ignored('token of a stale generation') },
               { target: 'streaming', actions: j('first_token') },
             ],
-            // The retry lock: until the new generation speaks, only reports that name it count.
-            ERROR: failureTransitions({ requireCurrentWhileFallingBack: true }),
+            ERROR: failureTransitions({}),
             FIRST_TOKEN_TIMEOUT: [
               { guard: not('currentGeneration'), actions: ignored('timer of a stale generation') },
               ...failureTransitions({}),
@@ -447,7 +508,7 @@ export const sessionMachine = setup({
               { guard: 'stale', actions: ignored('completion of a stale generation') },
               { target: '#session.idle', actions: completed() },
             ],
-          },
+          }),
         },
         /** Tokens are flowing: an error now is a new failure of the current model. */
         streaming: {
@@ -559,8 +620,38 @@ function completed(): Shared {
   ]
 }
 
-/** PROMPT from idle, active, exhausted or archived (`extra` journals the reopening). */
-function promptTransitions(extra?: SessionJournalKind): Shared {
+/**
+ * The replay lock, one rule for every report kind: while a replay (a fallback's or a
+ * same-model retry's) awaits its first token, a report that names neither the new
+ * generation nor the new model is the failure already being handled, echoing from another
+ * host event; it is ignored. When the lock does not apply, the state's own transitions
+ * for that kind decide, or its parent's (XState falls through when no guard matches).
+ */
+function replayLocked(on: Record<string, Shared>): Record<string, Shared> {
+  const lock = {
+    guard: and(['replaying', not('namesCurrent')]),
+    actions: ignored('a replay awaits its first token and the report names neither its generation nor its model'),
+  }
+  const locked: Record<string, Shared> = { ...on }
+  for (const type of REPORT_TYPES) locked[type] = [lock, ...(on[type] === undefined ? [] : [on[type]].flat())]
+  return locked
+}
+
+/**
+ * PROMPT from idle, active, exhausted or archived (`extra` journals the reopening).
+ * `refuseRunnerWhileRunnerInFlight` (active): no transition at all for a run() prompt
+ * while another run() prompt is in flight, so the caller sees a refusal.
+ */
+function promptTransitions(extra?: SessionJournalKind, opts: { refuseRunnerWhileRunnerInFlight?: boolean } = {}): Shared {
+  const transitions = promptTransitionList(extra)
+  if (!opts.refuseRunnerWhileRunnerInFlight) return transitions
+  return transitions.map((t: { guard?: unknown }) => ({
+    ...t,
+    guard: t.guard === undefined ? not('runnerBusy') : and([not('runnerBusy'), t.guard as never]),
+  }))
+}
+
+function promptTransitionList(extra?: SessionJournalKind): Shared {
   const pre: SessionJournalKind[] = extra ? [extra] : []
   return [
     {
@@ -640,21 +731,11 @@ function promptTransitions(extra?: SessionJournalKind): Shared {
  * usable model, or the end (exhausted / failed). Reports that do not concern the current
  * generation are ignored and journaled as such.
  */
-function failureTransitions(opts: { requireCurrent?: boolean; requireCurrentWhileFallingBack?: boolean }): Shared[] {
+function failureTransitions(opts: { requireCurrent?: boolean }): Shared[] {
   const attribution = [
     { guard: 'stale' as const, actions: ignored('stale: an older generation or another model') },
     ...(opts.requireCurrent
       ? [{ guard: not('namesCurrent'), actions: ignored('does not name the current generation') }]
-      : []),
-    ...(opts.requireCurrentWhileFallingBack
-      ? [
-          {
-            // Falling back (attempts > 0) and the report does not name the new generation:
-            // it is the failure already being handled, echoing from another host event.
-            guard: and(['fallingBack', not('namesCurrent')]),
-            actions: ignored('the failure being handled is already falling back'),
-          },
-        ]
       : []),
   ]
   return [

@@ -17,6 +17,7 @@ export type LockstepErrorCode =
   | 'CLOSED'
   | 'SESSION_NOT_FOUND'
   | 'SESSION_BUSY'
+  | 'SESSION_DELETED'
   | 'CHAIN_EXHAUSTED'
   | 'MODEL_CALL_FAILED'
   | 'TASK_CANCELLED'
@@ -171,10 +172,17 @@ export class SessionNotFoundError extends LockstepError {
   }
 }
 
-/** A run() is already in progress for this session in this process. */
+/** A run() prompt is already in flight for this session, in this process or another one. */
 export class SessionBusyError extends LockstepError {
+  constructor(readonly sessionId: string, reason = 'a run() prompt is already in flight') {
+    super('SESSION_BUSY', `session ${sessionId} is busy: ${reason}`, { sessionId, reason })
+  }
+}
+
+/** The session was deleted: it is final and refuses every report, approval and run. Nothing was written. */
+export class SessionDeletedError extends LockstepError {
   constructor(readonly sessionId: string) {
-    super('SESSION_BUSY', `session ${sessionId} is already running a prompt in this process`, { sessionId })
+    super('SESSION_DELETED', `session ${JSON.stringify(sessionId)} is deleted and accepts nothing more`, { sessionId })
   }
 }
 

@@ -96,7 +96,7 @@ export async function createOrchestrator(options: OrchestratorOptions = {}): Pro
   }
   const tasks = new SqliteTaskBoard({ kernel, queries, feed, defaults, maxPayloadBytes, busyRetryMs, guard, assertOpen })
   const sessionQueries = new SessionQueries(db)
-  const sessions = new Sessions(kernel, sessionQueries, feed, guard, busyRetryMs, onError)
+  const sessions = new Sessions(kernel, sessionQueries, feed, guard, busyRetryMs, onError, maxPayloadBytes)
   kernel.register(sessionQueries.actorKind(sessions.effects()))
   if (options.sessionAdapter) sessions.setAdapter(options.sessionAdapter as SessionAdapter)
 

@@ -13,7 +13,9 @@ import type { AnyMachineSnapshot } from 'xstate'
 import {
   DEFAULT_SESSION_POLICY,
   SESSION_MACHINE_ID,
+  cooldownOf,
   isCooling,
+  refusalReason,
   type Attempt,
   type DispatchParams,
   type ModelError,
@@ -32,6 +34,7 @@ import {
   LockstepError,
   ModelCallFailedError,
   SessionBusyError,
+  SessionDeletedError,
   SessionNotFoundError,
 } from './errors.js'
 import { newId } from './ids.js'
@@ -90,6 +93,8 @@ export interface OpenSessionInput {
 export interface ReportResult {
   accepted: boolean
   kinds: string[]
+  /** Why the machine refused the report (no transition); null when it was accepted. */
+  reason: string | null
   session: Session
 }
 
@@ -128,6 +133,17 @@ export interface RunResult {
 }
 
 const MAX_MODELS = 50
+/**
+ * Caps on a reported model error's texts, in characters. Errors are journaled with every
+ * report (also each ignored repeat) and kept in the context: a provider's 22 MB error
+ * page must not be. The head is kept (truncateText): classification reads the start.
+ */
+export const MAX_ERROR_MESSAGE = 4_000
+export const MAX_ERROR_FIELD = 200
+
+const OPEN_KEYS = ['agent', 'models', 'config'] as const
+const RUN_KEYS = [...OPEN_KEYS, 'message', 'call', 'onNotice'] as const
+const ATTRIBUTION_KEYS = ['generation', 'model'] as const
 export const SESSION_STATUSES = ['idle', 'active', 'exhausted', 'archived', 'deleted'] as const
 
 export class Sessions {
@@ -141,6 +157,8 @@ export class Sessions {
     private readonly guard: <T>(operation: () => Promise<T>) => Promise<T>,
     private readonly busyRetryMs: number,
     private readonly onError: (error: unknown) => void,
+    /** The orchestrator's `maxPayloadBytes`: the cap on a prompt's or run's message, as JSON. */
+    private readonly maxPayloadBytes: number = 1 << 20,
   ) {}
 
   /** Set (or clear) the host adapter. */
@@ -154,25 +172,26 @@ export class Sessions {
   /** Open a session, or update its chain/agent/config if it exists. */
   async open(id: string, input: OpenSessionInput): Promise<Session> {
     const sessionId = v.requireString(id, 'sessionId')
-    const i = v.requireRecord(input, 'open input')
-    const models = modelList(i.models)
-    const agent = v.optionalString(i.agent, 'agent')
-    const policy = policyOf(i.config)
-    await this.write((tx) => {
-      const existing = this.q.get(sessionId)
-      if (!existing) {
-        this.q.insert(sessionId, tx.now)
-        this.kernel.createInTx(tx, SESSION_MACHINE_ID, sessionId, { id: sessionId, agent, models, policy }, { type: 'OPEN' })
-        return
-      }
-      const context = JSON.parse(existing.snapshot).context as SessionContext
-      const same =
-        JSON.stringify(context.models) === JSON.stringify(models) &&
-        context.agent === agent &&
-        JSON.stringify(context.policy) === JSON.stringify(policy)
-      if (!same) this.step(tx, sessionId, { type: 'CONFIGURE', agent, models, policy })
-    })
+    const setup = openSetup(v.requireOptions(input, 'open input', OPEN_KEYS))
+    await this.write((tx) => this.openInTx(tx, sessionId, setup))
     return this.mustGet(sessionId)
+  }
+
+  /** Create the session, or reconfigure it when its chain, agent or policy changed. A deleted one is refused. */
+  private openInTx(tx: StepTx, sessionId: string, { agent, models, policy }: OpenSetup): void {
+    const existing = this.q.get(sessionId)
+    if (!existing) {
+      this.q.insert(sessionId, tx.now)
+      this.kernel.createInTx(tx, SESSION_MACHINE_ID, sessionId, { id: sessionId, agent, models, policy }, { type: 'OPEN' })
+      return
+    }
+    if (existing.status === 'deleted') throw new SessionDeletedError(sessionId)
+    const context = JSON.parse(existing.snapshot).context as SessionContext
+    const same =
+      JSON.stringify(context.models) === JSON.stringify(models) &&
+      context.agent === agent &&
+      JSON.stringify(context.policy) === JSON.stringify(policy)
+    if (!same) this.step(tx, sessionId, { type: 'CONFIGURE', agent, models, policy })
   }
 
   async get(id: string): Promise<Session | null> {
@@ -184,7 +203,7 @@ export class Sessions {
   }
 
   async list(filter: { status?: string; limit?: number } = {}): Promise<Session[]> {
-    const f = v.requireRecord(filter, 'list filter')
+    const f = v.requireOptions(filter, 'list filter', ['status', 'limit'])
     const status = v.optionalString(f.status, 'status')
     if (status !== null && !SESSION_STATUSES.includes(status as never)) {
       throw new InvalidInputError(`status must be one of ${SESSION_STATUSES.join(', ')}`, { field: 'status' })
@@ -197,8 +216,8 @@ export class Sessions {
 
   /** A new message. With `model`, the host already sent it there; without, the session dispatches it (adapter.prompt). */
   async prompt(id: string, input: { message: unknown; messageId?: string; model?: string | null }): Promise<ReportResult> {
-    const i = v.requireRecord(input, 'prompt input')
-    const message = v.jsonValue(i.message, 'message', 1024 * 1024)
+    const i = v.requireOptions(input, 'prompt input', ['message', 'messageId', 'model'])
+    const message = v.jsonValue(i.message, 'message', this.maxPayloadBytes)
     return this.report(id, {
       type: 'PROMPT',
       messageId: v.optionalString(i.messageId, 'messageId') ?? newId('m'),
@@ -208,21 +227,21 @@ export class Sessions {
   }
 
   async token(id: string, input: Attribution = {}): Promise<ReportResult> {
-    return this.report(id, { type: 'TOKEN', ...attribution(input) })
+    return this.report(id, { type: 'TOKEN', ...attribution(input, 'token report') })
   }
 
   /** A model error as the host saw it: HTTP status, name, message, code, Retry-After. */
   async error(id: string, input: Attribution & { error: ModelError | Error | string }): Promise<ReportResult> {
-    const i = v.requireRecord(input, 'error input')
-    return this.report(id, { type: 'ERROR', error: toModelError(i.error), ...attribution(i) })
+    const i = v.requireOptions(input, 'error input', ['error', ...ATTRIBUTION_KEYS])
+    return this.report(id, { type: 'ERROR', error: toModelError(i.error), ...attribution({ generation: i.generation, model: i.model }, 'error input') })
   }
 
   async aborted(id: string, input: Attribution = {}): Promise<ReportResult> {
-    return this.report(id, { type: 'ABORTED', ...attribution(input) })
+    return this.report(id, { type: 'ABORTED', ...attribution(input, 'aborted report') })
   }
 
   async idle(id: string, input: Attribution = {}): Promise<ReportResult> {
-    return this.report(id, { type: 'IDLE', ...attribution(input) })
+    return this.report(id, { type: 'IDLE', ...attribution(input, 'idle report') })
   }
 
   async modelSelected(id: string, model: string): Promise<ReportResult> {
@@ -236,9 +255,10 @@ export class Sessions {
   // ---- approvals ----
 
   async approve(id: string, tool: string, options: { once?: boolean } = {}): Promise<Session> {
-    const once = v.optionalBoolean(v.requireRecord(options, 'approve options').once, 'once', false)
+    const once = v.optionalBoolean(v.requireOptions(options, 'approve options', ['once']).once, 'once', false)
     const result = await this.report(id, { type: 'APPROVE', tool: v.requireString(tool, 'tool'), once })
-    if (!result.accepted) throw new InvalidTransitionError(id, 'APPROVE', result.session.state, 'the session is deleted')
+    // Every live state accepts APPROVE (a deleted session throws SESSION_DELETED first).
+    if (!result.accepted) throw new InvalidTransitionError(id, 'APPROVE', result.session.state, result.reason ?? '')
     return result.session
   }
 
@@ -254,7 +274,7 @@ export class Sessions {
   // ---- journal ----
 
   async events(query: { sessionId?: string; after?: number; limit?: number } = {}): Promise<JournalEntry[]> {
-    const q = v.requireRecord(query, 'events query')
+    const q = v.requireOptions(query, 'events query', ['sessionId', 'after', 'limit'])
     const page = {
       machineId: SESSION_MACHINE_ID,
       actorId: v.optionalString(q.sessionId, 'sessionId') ?? undefined,
@@ -266,7 +286,7 @@ export class Sessions {
 
   subscribe(listener: (entry: JournalEntry) => void, options: { sessionId?: string; after?: number } = {}): Unsubscribe {
     if (typeof listener !== 'function') throw new InvalidInputError('listener must be a function', { field: 'listener' })
-    const o = v.requireRecord(options, 'subscribe options')
+    const o = v.requireOptions(options, 'subscribe options', ['sessionId', 'after'])
     return this.feed.subscribe(listener, {
       machineId: SESSION_MACHINE_ID,
       actorId: v.optionalString(o.sessionId, 'sessionId') ?? undefined,
@@ -283,24 +303,38 @@ export class Sessions {
    * every attempt). A non-retryable failure rejects with MODEL_CALL_FAILED.
    */
   async run(id: string, input: RunInput): Promise<RunResult> {
+    // Everything is checked before anything is written or awaited.
     const sessionId = v.requireString(id, 'sessionId')
-    const i = v.requireRecord(input, 'run input')
+    const i = v.requireOptions(input, 'run input', RUN_KEYS)
     if (typeof i.call !== 'function') throw new InvalidInputError('call must be a function', { field: 'call' })
+    if (i.onNotice !== undefined && typeof i.onNotice !== 'function') throw new InvalidInputError('onNotice must be a function', { field: 'onNotice' })
+    const setup = openSetup(i)
+    // The message is the app's data, any keys: only its id is read.
     const message = v.requireRecord(i.message, 'message')
     const messageId = v.optionalString(message.id, 'message.id') ?? newId('m')
-    if (this.runs.has(sessionId)) throw new SessionBusyError(sessionId)
-    await this.open(sessionId, { agent: input.agent, models: input.models, config: input.config })
+    const json = v.jsonValue(message, 'message', this.maxPayloadBytes)!
+    // Same tick, same process: decided before the first await. Across processes the
+    // machine decides (a runner PROMPT is refused while another one is in flight).
+    if (this.runs.has(sessionId)) throw new SessionBusyError(sessionId, 'a run() prompt is already in flight in this process')
     const driver = new RunDriver(this, sessionId, messageId, message, input, this.onError)
     this.runs.set(sessionId, driver)
     try {
       driver.start()
-      const result = await this.report(sessionId, {
-        type: 'PROMPT',
-        messageId,
-        message: JSON.parse(v.jsonValue(message, 'message', 1024 * 1024)!),
-        runner: true,
+      // Opening (or reconfiguring) and the prompt are one transaction: a refused prompt
+      // rolls the reconfiguration back too.
+      await this.write((tx) => {
+        this.openInTx(tx, sessionId, setup)
+        const event = { type: 'PROMPT' as const, messageId, message: JSON.parse(json), runner: true }
+        const step = this.step(tx, sessionId, event)
+        if (!step.accepted) {
+          const context = step.snapshot.context as SessionContext
+          const reason = refusalReason(step.stateBefore, context, { ...event, at: tx.now })
+          // The machine refuses a runner PROMPT only while another run() prompt is in flight.
+          if (step.stateBefore.startsWith('active') && context.runner) throw new SessionBusyError(sessionId, reason)
+          throw new InvalidTransitionError(sessionId, 'PROMPT', step.stateBefore, reason)
+        }
       })
-      driver.observe(result.session)
+      driver.observe(await this.mustGet(sessionId))
       return await driver.done
     } finally {
       driver.stop()
@@ -322,7 +356,10 @@ export class Sessions {
         Promise.resolve()
           .then(() => adapter.prompt(sessionId, params.model, params.message, { generation: params.generation, messageId: params.messageId }))
           .catch((error: unknown) =>
-            this.report(sessionId, { type: 'DISPATCH_FAILED', generation: params.generation, model: params.model, error: toModelError(error) }).catch(this.onError),
+            this.report(sessionId, { type: 'DISPATCH_FAILED', generation: params.generation, model: params.model, error: toModelError(error) }).catch(
+              // Deleted meanwhile: there is nothing left to fail over.
+              (reportError: unknown) => reportError instanceof SessionDeletedError || this.onError(reportError),
+            ),
           )
       },
       abort: (sessionId: string, params: { generation: number; model: string }) => {
@@ -347,13 +384,19 @@ export class Sessions {
   /** @internal Send one event to a session in its own transaction. */
   async report(id: string, event: DistributiveOmit<SessionEvent, 'at'>): Promise<ReportResult> {
     const sessionId = v.requireString(id, 'sessionId')
-    const step = await this.write((tx) => this.step(tx, sessionId, event))
-    return { accepted: step.accepted, kinds: step.journal.map((e) => e.kind), session: await this.mustGet(sessionId) }
+    const { step, reason } = await this.write((tx) => {
+      const step = this.step(tx, sessionId, event)
+      const reason = step.accepted ? null : refusalReason(step.stateBefore, step.snapshot.context as SessionContext, { ...event, at: tx.now } as SessionEvent)
+      return { step, reason }
+    })
+    return { accepted: step.accepted, kinds: step.journal.map((e) => e.kind), reason, session: await this.mustGet(sessionId) }
   }
 
+  /** One event in `tx`. One rule for a deleted (final) session: every event is refused with SESSION_DELETED. */
   private step(tx: StepTx, sessionId: string, event: DistributiveOmit<SessionEvent, 'at'>): StepResult {
     const step = this.kernel.stepInTx(tx, SESSION_MACHINE_ID, sessionId, event)
     if (!step) throw new SessionNotFoundError(sessionId)
+    if (!step.accepted && step.snapshot.status === 'done') throw new SessionDeletedError(sessionId)
     return step
   }
 
@@ -387,6 +430,13 @@ class RunDriver {
   private readonly outputs = new Map<number, unknown>()
   private unsubscribe: Unsubscribe | null = null
   private settled = false
+  /**
+   * A ref'd handle held exactly while the run is pending. The orchestrator's timer loop and
+   * journal feed are unref'd (an idle orchestrator must not keep a process alive), so a
+   * script whose only pending work is this run, waiting on a durable timer (a same-model
+   * retry's backoff, a first-token timeout), would otherwise exit before it fires.
+   */
+  private keepAlive: ReturnType<typeof setInterval> | null = null
 
   constructor(
     private readonly sessions: Sessions,
@@ -403,10 +453,13 @@ class RunDriver {
   }
 
   start(): void {
+    this.keepAlive = setInterval(() => {}, 1 << 30)
     this.unsubscribe = this.sessions.subscribe(() => void this.refresh(), { sessionId: this.sessionId })
   }
 
   stop(): void {
+    if (this.keepAlive !== null) clearInterval(this.keepAlive)
+    this.keepAlive = null
     this.unsubscribe?.()
     for (const controller of this.calls.values()) controller.abort(new Error('run finished'))
   }
@@ -432,6 +485,10 @@ class RunDriver {
   /** React to the session as committed: dispatch a new generation, or settle. */
   observe(session: Session): void {
     if (this.settled) return
+    if (session.status === 'deleted') {
+      this.fail(new SessionDeletedError(this.sessionId))
+      return
+    }
     if (session.messageId !== this.messageId) {
       this.fail(new ModelCallFailedError(this.sessionId, session.log, 'a newer prompt superseded this one', 'aborted'))
       return
@@ -445,9 +502,6 @@ class RunDriver {
         return
       case 'exhausted':
         this.fail(new ChainExhaustedError(this.sessionId, session.log, session.lastFailure))
-        return
-      case 'deleted':
-        this.fail(new ModelCallFailedError(this.sessionId, session.log, 'the session was deleted', 'aborted'))
         return
       default:
         if (last?.outcome === 'completed') {
@@ -474,7 +528,7 @@ class RunDriver {
     const onToken = () => {
       if (tokenReported || controller.signal.aborted) return
       tokenReported = true
-      this.sessions.report(this.sessionId, { type: 'TOKEN', generation, model }).catch(this.onError)
+      this.sessions.report(this.sessionId, { type: 'TOKEN', generation, model }).catch((error: unknown) => this.fail(error as Error))
     }
     Promise.resolve()
       .then(() => this.input.call({ model, message: this.message, signal: controller.signal, onToken, generation, attempt }))
@@ -494,12 +548,23 @@ class RunDriver {
   }
 }
 
-function attribution(input: unknown): { generation?: number | null; model?: string | null } {
-  const i = v.requireRecord(input ?? {}, 'report')
+function attribution(input: unknown, what: string): { generation?: number | null; model?: string | null } {
+  const i = v.requireOptions(input ?? {}, what, ATTRIBUTION_KEYS)
   return {
     generation: i.generation === undefined || i.generation === null ? null : v.optionalInt(i.generation, 'generation', 0, Number.MAX_SAFE_INTEGER, 0),
     model: v.optionalString(i.model, 'model'),
   }
+}
+
+interface OpenSetup {
+  agent: string | null
+  models: string[]
+  policy: SessionPolicy
+}
+
+/** The chain, agent and policy of an open input or a run input (already checked for unknown keys). */
+function openSetup(i: Record<string, unknown>): OpenSetup {
+  return { models: modelList(i.models), agent: v.optionalString(i.agent, 'agent'), policy: policyOf(i.config) }
 }
 
 function modelList(value: unknown): string[] {
@@ -511,8 +576,8 @@ function modelList(value: unknown): string[] {
 }
 
 function policyOf(value: unknown): SessionPolicy {
-  const c = v.requireRecord(value ?? {}, 'config')
   const d = DEFAULT_SESSION_POLICY
+  const c = v.requireOptions(value ?? {}, 'config', Object.keys(d))
   const ms = (key: keyof SessionPolicy, max = 7 * 86_400_000) => v.optionalInt(c[key], `config.${key}`, 0, max, d[key] as number)
   const patterns = (key: 'retryPatterns' | 'fatalPatterns') => {
     const list = c[key]
@@ -520,8 +585,6 @@ function policyOf(value: unknown): SessionPolicy {
     if (!Array.isArray(list)) throw new InvalidInputError(`config.${key} must be an array of strings`, { field: `config.${key}` })
     return list.map((p, i) => v.requireString(p, `config.${key}[${i}]`, 1_000))
   }
-  const known = new Set(Object.keys(d))
-  for (const key of Object.keys(c)) if (!known.has(key)) throw new InvalidInputError(`unknown config key ${key}`, { field: `config.${key}` })
   return {
     maxAttempts: v.optionalInt(c.maxAttempts, 'config.maxAttempts', 0, 1_000, d.maxAttempts),
     cooldownMs: ms('cooldownMs'),
@@ -536,21 +599,26 @@ function policyOf(value: unknown): SessionPolicy {
   }
 }
 
-/** Whatever a provider SDK threw, as the classifier reads it. */
+/**
+ * Whatever a provider SDK threw, as the classifier reads it, with every text capped
+ * (MAX_ERROR_MESSAGE, MAX_ERROR_FIELD) before it enters an event: the journal and the
+ * context stay bounded whatever a provider sends.
+ */
 export function toModelError(error: unknown): ModelError {
-  if (typeof error === 'string') return { message: error }
-  if (!error || typeof error !== 'object') return { message: String(error) }
+  if (typeof error === 'string') return { message: v.truncateText(error, MAX_ERROR_MESSAGE) }
+  if (!error || typeof error !== 'object') return { message: v.truncateText(String(error), MAX_ERROR_MESSAGE) }
   const e = error as Record<string, any>
   const headers = e.headers ?? e.response?.headers
   const header = (name: string) => (typeof headers?.get === 'function' ? headers.get(name) : headers?.[name])
   const status = e.status ?? e.statusCode ?? e.response?.status
   const retryAfter = e.retryAfter ?? header('retry-after')
+  const text = (value: unknown, max: number) => (typeof value === 'string' ? v.truncateText(value, max) : null)
   return {
     status: typeof status === 'number' ? status : null,
-    name: typeof e.name === 'string' ? e.name : null,
-    message: typeof e.message === 'string' ? e.message : null,
-    code: typeof e.code === 'string' ? e.code : null,
-    retryAfter: typeof retryAfter === 'string' || typeof retryAfter === 'number' ? retryAfter : null,
+    name: text(e.name, MAX_ERROR_FIELD),
+    message: text(e.message, MAX_ERROR_MESSAGE),
+    code: text(e.code, MAX_ERROR_FIELD),
+    retryAfter: typeof retryAfter === 'number' ? retryAfter : text(retryAfter, MAX_ERROR_FIELD),
   }
 }
 
@@ -566,8 +634,8 @@ export function toSession(row: SessionRow, now: number): Session {
     models: c.models.map((model) => ({
       model,
       current: model === c.model,
-      coolingUntil: isCooling(c, model, now) ? c.cooldowns[model]!.until : null,
-      reason: c.cooldowns[model]?.reason ?? null,
+      coolingUntil: isCooling(c, model, now) ? cooldownOf(c, model)!.until : null,
+      reason: cooldownOf(c, model)?.reason ?? null,
     })),
     generation: c.generation,
     attempts: c.attempts,

@@ -497,3 +497,20 @@ describe('deeply nested JSON through MCP', () => {
     })
   }
 })
+
+describe('session_authorize and inherited names', () => {
+  it('every Object.prototype name (and __proto__) is not authorized without an approval; an approved __proto__ is, once', async () => {
+    const names = [...new Set([...Object.getOwnPropertyNames(Object.prototype), '__proto__'])]
+    await withOrchestrator((orch) => orch.sessions.open('s1', { models: ['a/primary'] }))
+    const { client } = await connect([])
+    const call = async (name: string, args: Record<string, unknown>) => {
+      const result = (await client.callTool({ name, arguments: args })) as CallToolResult
+      expect(result.isError).toBeFalsy()
+      return json(result)
+    }
+    for (const tool of names) expect(await call('session_authorize', { sessionId: 's1', tool })).toEqual({ authorized: false })
+    await call('session_approve', { sessionId: 's1', tool: '__proto__', once: true })
+    expect(await call('session_authorize', { sessionId: 's1', tool: '__proto__' })).toEqual({ authorized: true })
+    expect(await call('session_authorize', { sessionId: 's1', tool: '__proto__' })).toEqual({ authorized: false })
+  })
+})

@@ -1,7 +1,8 @@
 /** Sessions against a real SQLite file: run(), host reports with an adapter, restarts, processes, approvals. */
 import { writeFileSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
-import { createOrchestrator, type CallContext, type Notice, type SessionAdapter } from '../../src/index.js'
+import { MAX_ERROR_MESSAGE } from '../../src/sessions.js'
+import { createOrchestrator, type CallContext, type Notice, type Orchestrator, type SessionAdapter } from '../../src/index.js'
 import { open, raw, runProc, sleep, tempDbPath, waitFor } from '../helpers.js'
 
 const CHAIN = ['anthropic/claude-x', 'openai/gpt-y', 'google/gemini-z']
@@ -172,7 +173,9 @@ describe('host reports with an adapter (the plugin level)', () => {
     expect((await orch.sessions.aborted('s')).kinds).toEqual(['ignored'])
     expect((await orch.sessions.get('s'))!).toMatchObject({ status: 'active', attempts: 1, model: CHAIN[1] })
     await sleep(200)
-    const user = await orch.sessions.aborted('s')
+    // During the replay an unattributed report is an echo whatever its kind: the user's stop names the model.
+    expect((await orch.sessions.aborted('s')).kinds).toEqual(['ignored'])
+    const user = await orch.sessions.aborted('s', { model: CHAIN[1] })
     expect(user.kinds).toEqual(['aborted'])
     expect(user.session).toMatchObject({ status: 'idle', attempts: 1, model: CHAIN[1] })
   })
@@ -291,8 +294,8 @@ describe('approvals', () => {
     await second.sessions.approve('s', 'read')
     await second.sessions.deleted('s')
     expect((await second.sessions.get('s'))!.status).toBe('deleted')
-    expect(await second.sessions.authorize('s', 'read')).toBe(false)
-    await expect(second.sessions.approve('s', 'read')).rejects.toMatchObject({ code: 'INVALID_TRANSITION' })
+    await expect(second.sessions.authorize('s', 'read')).rejects.toMatchObject({ code: 'SESSION_DELETED' })
+    await expect(second.sessions.approve('s', 'read')).rejects.toMatchObject({ code: 'SESSION_DELETED' })
     await second.close()
   })
 })
@@ -347,5 +350,290 @@ describe('errors', () => {
     })
     release()
     expect((await slow).output).toBe('done')
+  })
+})
+
+/** Every name an object inherits, plus `__proto__`. */
+const PROTOTYPE_NAMES = [...new Set([...Object.getOwnPropertyNames(Object.prototype), '__proto__'])]
+
+/** What the sessions side has written: "writes nothing" means this does not change. */
+function writes(path: string) {
+  return raw(path)
+    .prepare(
+      `SELECT (SELECT COUNT(*) FROM journal) AS journal, (SELECT COUNT(*) FROM sessions) AS sessions,
+              (SELECT COALESCE(SUM(version), 0) FROM sessions) AS versions, (SELECT COUNT(*) FROM timers) AS timers`,
+    )
+    .get()
+}
+
+const answer = (text: string) => async ({ onToken }: CallContext) => {
+  onToken()
+  return text
+}
+
+describe('user strings are own keys only', () => {
+  it('authorize and revoke of every Object.prototype name without an approval: false, nothing written', async () => {
+    const orch = await open()
+    await orch.sessions.open('s', { models: CHAIN })
+    const before = writes(orch.path)
+    for (const tool of PROTOTYPE_NAMES) {
+      expect(await orch.sessions.authorize('s', tool)).toBe(false)
+      expect((await orch.sessions.revoke('s', tool)).approvals).toEqual([])
+    }
+    expect(writes(orch.path)).toEqual(before)
+  })
+
+  it('approvals of every such name: once is consumed once, standing ones survive a restart, listed by get()', async () => {
+    const path = tempDbPath()
+    const first = await createOrchestrator({ path })
+    await first.sessions.open('once', { models: CHAIN })
+    await first.sessions.open('standing', { models: CHAIN })
+    for (const tool of PROTOTYPE_NAMES) {
+      await first.sessions.approve('once', tool, { once: true })
+      await first.sessions.approve('standing', tool)
+    }
+    await first.close()
+    // A new process reads the snapshots back from their JSON.
+    const second = await createOrchestrator({ path })
+    const listed = (id: string) => second.sessions.get(id).then((s) => s!.approvals.map((a) => [a.tool, a.once]))
+    expect(await listed('once')).toEqual(PROTOTYPE_NAMES.map((tool) => [tool, true]))
+    expect(await listed('standing')).toEqual(PROTOTYPE_NAMES.map((tool) => [tool, false]))
+    for (const tool of PROTOTYPE_NAMES) {
+      expect(await second.sessions.authorize('once', tool)).toBe(true)
+      expect(await second.sessions.authorize('once', tool)).toBe(false)
+      expect(await second.sessions.authorize('standing', tool)).toBe(true)
+      expect(await second.sessions.authorize('standing', tool)).toBe(true)
+      await second.sessions.revoke('standing', tool)
+      expect(await second.sessions.authorize('standing', tool)).toBe(false)
+    }
+    expect(await listed('once')).toEqual([])
+    expect(await listed('standing')).toEqual([])
+    await second.close()
+  })
+
+  it('a chain of models named like Object.prototype members cools and reports by own keys', async () => {
+    const orch = await open()
+    const models = ['constructor', '__proto__', 'toString']
+    const reply = await orch.sessions.run('s', {
+      models,
+      message: { text: 'x' },
+      call: async ({ model, onToken }) => {
+        if (model !== 'toString') throw httpError(429, 'rate limit exceeded')
+        onToken()
+        return 'ok'
+      },
+    })
+    expect(reply.model).toBe('toString')
+    const session = (await orch.sessions.get('s'))!
+    expect(session.models.map((m) => [m.model, m.current, m.coolingUntil !== null, m.reason])).toEqual([
+      ['constructor', false, true, 'HTTP 429 rate limit'],
+      ['__proto__', false, true, 'HTTP 429 rate limit'],
+      ['toString', true, false, null],
+    ])
+  })
+})
+
+describe('the replay lock through the API', () => {
+  it("an unattributed idle after a fallback, before the replay's first token, is ignored: no second advance, no cooldown", async () => {
+    const { adapter, calls } = recordingAdapter()
+    const orch = await open({ sessionAdapter: adapter })
+    await orch.sessions.open('s', { models: CHAIN, config: { selfAbortWindowMs: 0 } })
+    await orch.sessions.prompt('s', { message: 'x', model: CHAIN[0] })
+    expect((await orch.sessions.error('s', { model: CHAIN[0], error: { status: 429 } })).kinds).toEqual(['fallback'])
+    await sleep(5) // past the self-abort window: only the replay lock can tell
+    const echo = await orch.sessions.idle('s', {})
+    expect(echo.kinds).toEqual(['ignored'])
+    expect(echo.session).toMatchObject({ model: CHAIN[1], attempts: 1, generation: 2 })
+    expect(echo.session.models[1]!.coolingUntil).toBeNull()
+    await waitFor(() => calls.some((c) => c.type === 'prompt'))
+    expect(calls.filter((c) => c.type === 'prompt')).toEqual([{ type: 'prompt', sessionId: 's', model: CHAIN[1], generation: 2 }])
+  })
+})
+
+describe('bounded error texts and messages', () => {
+  it('a 22 MB error report journals a bounded entry, also for each ignored repeat', async () => {
+    const orch = await open({ sessionAdapter: recordingAdapter().adapter })
+    await orch.sessions.open('s', { models: CHAIN })
+    await orch.sessions.prompt('s', { message: 'x', model: CHAIN[0] })
+    const huge = `rate limit exceeded ${'x'.repeat(22 * 1024 * 1024)}`
+    const error = { status: 429, message: huge, name: huge, code: huge, retryAfter: huge }
+    expect((await orch.sessions.error('s', { model: CHAIN[0], error })).kinds).toEqual(['fallback'])
+    expect((await orch.sessions.error('s', { error })).kinds).toEqual(['ignored'])
+    expect((await orch.sessions.error('s', { error: Object.assign(new Error(huge), { status: 429 }) })).kinds).toEqual(['ignored'])
+    expect((await orch.sessions.error('s', { error: huge })).kinds).toEqual(['ignored'])
+    const db = raw(orch.path)
+    const rows = db.prepare(`SELECT kind, event FROM journal WHERE actor_id = 's' AND event_type = 'ERROR'`).all() as Array<{ event: string }>
+    expect(rows).toHaveLength(4)
+    for (const row of rows) {
+      expect(row.event.length).toBeLessThan(MAX_ERROR_MESSAGE + 2_000)
+      expect(JSON.parse(row.event).error.message).toMatch(new RegExp(`^rate limit exceeded x+ … \\[truncated: ${huge.length} characters in all\\]$`))
+    }
+    const { snapshot } = db.prepare(`SELECT snapshot FROM sessions WHERE id = 's'`).get() as { snapshot: string }
+    expect(snapshot.length).toBeLessThan(10_000)
+  })
+
+  it("messages are capped by the orchestrator's maxPayloadBytes: over it, PAYLOAD_TOO_LARGE and nothing written", async () => {
+    const orch = await open({ maxPayloadBytes: 2 * 1024 * 1024, sessionAdapter: recordingAdapter().adapter })
+    await orch.sessions.open('s', { models: CHAIN })
+    const before = writes(orch.path)
+    const tooBig = { text: 'x'.repeat(3 * 1024 * 1024) }
+    await expect(orch.sessions.prompt('s', { message: tooBig })).rejects.toMatchObject({ code: 'PAYLOAD_TOO_LARGE', details: { limit: 2 * 1024 * 1024 } })
+    await expect(orch.sessions.run('new', { models: CHAIN, message: tooBig, call: answer('no') })).rejects.toMatchObject({ code: 'PAYLOAD_TOO_LARGE' })
+    expect(writes(orch.path)).toEqual(before)
+    // Over the old fixed 1 MiB, under this orchestrator's cap: accepted.
+    const large = { text: 'y'.repeat(1.5 * 1024 * 1024) }
+    expect((await orch.sessions.prompt('s', { message: large })).accepted).toBe(true)
+    expect((await orch.sessions.run('new', { models: CHAIN, message: large, call: answer('fine') })).output).toBe('fine')
+  })
+})
+
+describe('unknown options are refused with INVALID_INPUT naming the key, writing nothing', () => {
+  const cases: Array<[string, string, (orch: Orchestrator) => Promise<unknown>]> = [
+    ['open input', 'delay', (o) => o.sessions.open('s', { models: CHAIN, delay: 5 } as never)],
+    ['config', 'maxRetries', (o) => o.sessions.open('s', { models: CHAIN, config: { maxRetries: 5 } as never })],
+    ['prompt input', 'modelId', (o) => o.sessions.prompt('s', { message: 'x', modelId: 'a' } as never)],
+    ['error input', 'gen', (o) => o.sessions.error('s', { error: 'x', gen: 1 } as never)],
+    ['token report', 'generaton', (o) => o.sessions.token('s', { generaton: 1 } as never)],
+    ['aborted report', 'reason', (o) => o.sessions.aborted('s', { reason: 'user' } as never)],
+    ['idle report', 'at', (o) => o.sessions.idle('s', { at: 1 } as never)],
+    ['approve options', 'Once', (o) => o.sessions.approve('s', 'bash', { Once: true } as never)],
+    ['list filter', 'state', (o) => o.sessions.list({ state: 'idle' } as never)],
+    ['events query', 'session', (o) => o.sessions.events({ session: 's' } as never)],
+    ['subscribe options', 'from', async (o) => o.sessions.subscribe(() => {}, { from: 0 } as never)],
+    ['run input', 'retries', (o) => o.sessions.run('s', { models: CHAIN, message: { text: 'x' }, call: answer('x'), retries: 2 } as never)],
+    ['run config', 'timeoutMs', (o) => o.sessions.run('s', { models: CHAIN, config: { timeoutMs: 1 } as never, message: { text: 'x' }, call: answer('x') })],
+  ]
+  it.each(cases)('%s: %s', async (_what, key, call) => {
+    const orch = await open()
+    await orch.sessions.open('s', { models: CHAIN })
+    const before = writes(orch.path)
+    await expect(call(orch)).rejects.toMatchObject({ code: 'INVALID_INPUT', details: { field: key } })
+    expect(writes(orch.path)).toEqual(before)
+  })
+  it("run()'s message is the app's data: any keys", async () => {
+    const orch = await open()
+    const reply = await orch.sessions.run('s', { models: CHAIN, message: { id: 'm', delay: 5, anything: { at: 1 } }, call: answer('ok') })
+    expect(reply.output).toBe('ok')
+  })
+})
+
+describe('run(): one at a time, across processes; a pending run keeps its process alive', () => {
+  it('two run() calls on one session in the same tick: the second is SESSION_BUSY, the first answers', async () => {
+    const orch = await open()
+    const first = orch.sessions.run('s', { models: CHAIN, message: { text: '1' }, call: answer('first') })
+    const second = orch.sessions.run('s', { models: CHAIN, message: { text: '2' }, call: answer('second') })
+    await expect(second).rejects.toMatchObject({ code: 'SESSION_BUSY' })
+    expect((await first).output).toBe('first')
+  })
+
+  it('SESSION_BUSY holds across processes: a run() in another process is refused while this one is in flight, writing nothing', async () => {
+    const orch = await open()
+    let release!: () => void
+    const slow = orch.sessions.run('shared', {
+      models: ['a/primary', 'b/fallback'],
+      message: { text: 'parent' },
+      call: ({ onToken }) => {
+        onToken()
+        return new Promise((resolve) => (release = () => resolve('parent answer')))
+      },
+    })
+    await waitFor(async () => (await orch.sessions.get('shared'))?.state === 'active.streaming')
+    const before = writes(orch.path)
+    const child = await runProc('session-run.mjs', [orch.path, 'shared', 'try'])
+    expect(child.stderr).toBe('')
+    expect(JSON.parse(child.stdout)).toMatchObject({ code: 'SESSION_BUSY' })
+    expect(JSON.parse(child.stdout).message).toMatch(/a run\(\) prompt \(message m_\w+\) is in flight on a\/primary/)
+    expect(writes(orch.path)).toEqual(before)
+    release()
+    expect((await slow).output).toBe('parent answer')
+    // Once it has answered, the other process may run.
+    expect(JSON.parse((await runProc('session-run.mjs', [orch.path, 'shared', 'try'])).stdout)).toEqual({ output: 'child answer' })
+  })
+
+  it('a run whose process died mid-answer keeps the session busy until an abort naming it ends it', async () => {
+    const path = tempDbPath()
+    const died = await runProc('session-run.mjs', [path, 'crashed', 'die-streaming'])
+    expect(died.signal).toBe('SIGKILL')
+    const orch = await createOrchestrator({ path, pollMs: 10 })
+    try {
+      const stuck = (await orch.sessions.get('crashed'))!
+      expect(stuck.state).toBe('active.streaming')
+      const run = () => orch.sessions.run('crashed', { models: ['a/primary', 'b/fallback'], message: { text: 'again' }, call: answer('back') })
+      await expect(run()).rejects.toMatchObject({ code: 'SESSION_BUSY' })
+      const ended = await orch.sessions.aborted('crashed', { generation: stuck.generation })
+      expect(ended.kinds).toEqual(['aborted'])
+      expect((await run()).output).toBe('back')
+    } finally {
+      await orch.close()
+    }
+  })
+
+  it('a script whose only pending work is a run() waiting on a same-model retry prints its answer and exits 0', async () => {
+    const out = await runProc('session-run.mjs', [tempDbPath(), 's', 'retry-only'])
+    expect(out).toMatchObject({ code: 0, stderr: '' })
+    expect(JSON.parse(out.stdout)).toEqual({ output: 'after a retry', model: 'a/primary', calls: 2 })
+  })
+})
+
+describe('a deleted session: one rule for every call', () => {
+  const calls: Array<[string, (orch: Orchestrator) => Promise<unknown>]> = [
+    ['open', (o) => o.sessions.open('s', { models: CHAIN })],
+    ['open (reconfigure)', (o) => o.sessions.open('s', { models: [...CHAIN].reverse() })],
+    ['prompt', (o) => o.sessions.prompt('s', { message: 'x' })],
+    ['token', (o) => o.sessions.token('s', {})],
+    ['error', (o) => o.sessions.error('s', { error: { status: 429 } })],
+    ['aborted', (o) => o.sessions.aborted('s')],
+    ['idle', (o) => o.sessions.idle('s')],
+    ['modelSelected', (o) => o.sessions.modelSelected('s', CHAIN[1]!)],
+    ['deleted', (o) => o.sessions.deleted('s')],
+    ['approve', (o) => o.sessions.approve('s', 'bash')],
+    ['revoke', (o) => o.sessions.revoke('s', 'bash')],
+    ['authorize', (o) => o.sessions.authorize('s', 'bash')],
+    ['run', (o) => o.sessions.run('s', { models: CHAIN, message: { text: 'x' }, call: answer('x') })],
+  ]
+  it.each(calls)('%s: SESSION_DELETED, nothing written', async (_name, call) => {
+    const orch = await open({ sessionAdapter: recordingAdapter().adapter })
+    await orch.sessions.open('s', { models: CHAIN })
+    await orch.sessions.approve('s', 'bash')
+    await orch.sessions.deleted('s')
+    const before = writes(orch.path)
+    await expect(call(orch)).rejects.toMatchObject({ code: 'SESSION_DELETED', details: { sessionId: 's' } })
+    expect(writes(orch.path)).toEqual(before)
+    expect((await orch.sessions.get('s'))!.status).toBe('deleted')
+  })
+  it('a run() whose session is deleted while it waits rejects with SESSION_DELETED', async () => {
+    const orch = await open()
+    let started = false
+    const pending = orch.sessions.run('s', {
+      models: CHAIN,
+      message: { text: 'x' },
+      call: ({ signal }) => {
+        started = true
+        return new Promise((_resolve, reject) => signal.addEventListener('abort', () => reject(signal.reason)))
+      },
+    })
+    await waitFor(() => started)
+    await orch.sessions.deleted('s')
+    await expect(pending).rejects.toMatchObject({ code: 'SESSION_DELETED' })
+  })
+})
+
+describe('refused reports say why', () => {
+  it('modelSelected of the cooling primary; reports with nothing in flight', async () => {
+    const orch = await open({ sessionAdapter: recordingAdapter().adapter })
+    await orch.sessions.open('s', { models: CHAIN, config: { selfAbortWindowMs: 0 } })
+    await orch.sessions.prompt('s', { message: 'x', model: CHAIN[0] })
+    await orch.sessions.error('s', { model: CHAIN[0], error: { status: 429, message: 'rate limit' } })
+    const until = (await orch.sessions.get('s'))!.models[0]!.coolingUntil!
+    const selected = await orch.sessions.modelSelected('s', CHAIN[0]!)
+    expect(selected).toMatchObject({ accepted: false, kinds: [] })
+    expect(selected.reason).toBe(`the primary ${CHAIN[0]} cools until ${new Date(until).toISOString()} (HTTP 429 rate limit); the session stays on ${CHAIN[1]}`)
+    expect(selected.session.model).toBe(CHAIN[1])
+    await sleep(5)
+    expect((await orch.sessions.aborted('s', { model: CHAIN[1] })).kinds).toEqual(['aborted'])
+    expect((await orch.sessions.token('s', {})).reason).toBe('no request is in flight (the session is idle)')
+    expect((await orch.sessions.idle('s', { model: CHAIN[1] })).reason).toBe('no request is in flight (the session is idle)')
+    const accepted = await orch.sessions.modelSelected('s', CHAIN[2]!)
+    expect(accepted).toMatchObject({ accepted: true, kinds: ['model_changed'], reason: null })
   })
 })

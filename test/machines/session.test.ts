@@ -8,6 +8,10 @@ import { describe, expect, it } from 'vitest'
 import { initialTransition, transition, type AnyMachineSnapshot } from 'xstate'
 import {
   DEFAULT_SESSION_POLICY,
+  REPORT_TYPES,
+  isCooling,
+  nextModel,
+  refusalReason,
   sessionMachine,
   type SessionContext,
   type SessionEvent,
@@ -174,7 +178,8 @@ describe('seed 001: self-abort protection', () => {
   })
   it('an abort outside the window is the user stopping: the prompt ends, no fallback', () => {
     const onA = send(prompted(), { type: 'ERROR', model: 'primary/model', error: RATE_LIMIT }, 5_000).next
-    const r = send(onA, { type: 'ABORTED' }, 8_001)
+    // During the replay the user's stop names what it stops (see 'the replay lock').
+    const r = send(onA, { type: 'ABORTED', model: 'fallback/model-a' }, 8_001)
     expect(r.next.value).toBe('idle')
     expect(kinds(r.actions)).toEqual(['aborted'])
     expect(r.ctx).toMatchObject({ attempts: 1, model: 'fallback/model-a' }) // never rewound
@@ -222,7 +227,7 @@ describe('cooldown and recovery', () => {
   it('skips cooling models when falling back', () => {
     let s = prompted()
     s = send(s, { type: 'ERROR', model: 'primary/model', error: RATE_LIMIT }, 1_000).next
-    s = send(s, { type: 'TOKEN' }).next
+    s = send(s, { type: 'TOKEN', model: 'fallback/model-a' }).next
     s = send(s, { type: 'IDLE' }).next // done on model-a
     // Next prompt while the primary still cools: stays on model-a.
     s = send(s, { type: 'PROMPT', messageId: 'm-2', message: 'x' }, 2_000).next
@@ -235,7 +240,7 @@ describe('cooldown and recovery', () => {
     s = send(s, { type: 'ERROR', model: 'primary/model', error: { ...RATE_LIMIT, retryAfter: 10 } }, 1_000).next
     // Retry-After (10 s) wins over the 60 s default.
     expect((s.context as SessionContext).cooldowns['primary/model']!.until).toBe(11_000)
-    s = send(s, { type: 'TOKEN' }).next
+    s = send(s, { type: 'TOKEN', model: 'fallback/model-a' }).next
     s = send(s, { type: 'IDLE' }).next
     const r = send(s, { type: 'PROMPT', messageId: 'm-2', message: 'x' }, 11_001)
     expect(r.ctx.model).toBe('primary/model')
@@ -244,7 +249,7 @@ describe('cooldown and recovery', () => {
   it('a host prompt to the cooling primary is not a manual model change: redirected to the fallback', () => {
     let s = prompted()
     s = send(s, { type: 'ERROR', model: 'primary/model', error: RATE_LIMIT }, 1_000).next
-    s = send(s, { type: 'TOKEN' }).next
+    s = send(s, { type: 'TOKEN', model: 'fallback/model-a' }).next
     s = send(s, { type: 'IDLE' }).next
     const r = send(s, { type: 'PROMPT', messageId: 'm-2', message: 'x', model: 'primary/model' }, 2_000)
     expect(r.ctx.model).toBe('fallback/model-a')
@@ -321,7 +326,7 @@ describe('lifecycle', () => {
   it('an archived session is reopened by its next prompt, with a fresh generation', () => {
     let s = prompted()
     s = send(s, { type: 'IDLE' }, 2_000).next // no token: falls back to model-a (generation 2)
-    s = send(s, { type: 'TOKEN' }).next
+    s = send(s, { type: 'TOKEN', generation: 2 }).next
     s = send(s, { type: 'IDLE' }).next
     s = send(s, { type: 'TTL_EXPIRED' }).next
     const r = send(s, { type: 'PROMPT', messageId: 'm-9', message: 'back' }, 90 * 60_000)
@@ -333,5 +338,149 @@ describe('lifecycle', () => {
     const deleted = send(prompted(), { type: 'DELETE' }).next
     expect(state(deleted)).toBe('"deleted"')
     expect(deleted.status).toBe('done')
+  })
+})
+
+/** Every name an object inherits, plus `__proto__` (an accessor on Object.prototype, spelled out). */
+const PROTOTYPE_NAMES = [...new Set([...Object.getOwnPropertyNames(Object.prototype), '__proto__'])]
+
+/** The snapshot after a JSON round trip, as the store persists and restores it. */
+function roundTrip(s: AnyMachineSnapshot): AnyMachineSnapshot {
+  return sessionMachine.resolveState({ value: JSON.parse(JSON.stringify(s.value)), context: JSON.parse(JSON.stringify(s.context)) }) as AnyMachineSnapshot
+}
+
+describe('user strings are own keys only (approvals, cooldowns)', () => {
+  it.each(PROTOTYPE_NAMES)('%s: not approved without an approval, nothing to revoke', (tool) => {
+    const s = open()
+    expect(send(s, { type: 'AUTHORIZE', tool }).actions).toEqual([])
+    expect(send(s, { type: 'REVOKE', tool }).actions).toEqual([])
+    expect(refusalReason('idle', s.context as SessionContext, { type: 'AUTHORIZE', tool, at: 1 })).toBe(`${JSON.stringify(tool)} is not approved`)
+  })
+  it.each(PROTOTYPE_NAMES)('%s: a once approval authorizes once and is really consumed, also after a JSON round trip', (tool) => {
+    const approved = roundTrip(send(open(), { type: 'APPROVE', tool, once: true }).next)
+    expect(Object.keys((approved.context as SessionContext).approvals)).toEqual([tool])
+    const first = send(approved, { type: 'AUTHORIZE', tool })
+    expect(kinds(first.actions)).toEqual(['authorized'])
+    expect(Object.keys(first.ctx.approvals)).toEqual([])
+    expect(send(roundTrip(first.next), { type: 'AUTHORIZE', tool }).actions).toEqual([])
+  })
+  it.each(PROTOTYPE_NAMES)('%s: a standing approval holds after a JSON round trip until revoked', (tool) => {
+    let s = roundTrip(send(open(), { type: 'APPROVE', tool, once: false }).next)
+    expect(kinds(send(s, { type: 'AUTHORIZE', tool }).actions)).toEqual(['authorized'])
+    expect(kinds(send(s, { type: 'AUTHORIZE', tool }).actions)).toEqual(['authorized'])
+    const revoked = send(s, { type: 'REVOKE', tool })
+    expect(kinds(revoked.actions)).toEqual(['revoked'])
+    s = roundTrip(revoked.next)
+    expect(Object.keys((s.context as SessionContext).approvals)).toEqual([])
+    expect(send(s, { type: 'AUTHORIZE', tool }).actions).toEqual([])
+  })
+  it('a chain of models named like Object.prototype members cools and falls back by own keys', () => {
+    const models = ['constructor', '__proto__', 'toString', 'hasOwnProperty']
+    const fresh = { cooldowns: {} }
+    for (const model of PROTOTYPE_NAMES) expect(isCooling(fresh, model, 0)).toBe(false)
+    let s = prompted({}, models)
+    s = send(s, { type: 'ERROR', model: 'constructor', error: RATE_LIMIT }, 1_000).next
+    s = roundTrip(send(s, { type: 'ERROR', model: '__proto__', error: RATE_LIMIT }, 1_000).next)
+    const c = s.context as SessionContext
+    expect(c.model).toBe('toString')
+    expect(Object.keys(c.cooldowns)).toEqual(['constructor', '__proto__'])
+    expect(isCooling(c, '__proto__', 2_000)).toBe(true)
+    expect(isCooling(c, 'toString', 2_000)).toBe(false)
+    expect(nextModel(c, 'toString', 2_000)).toBe('hasOwnProperty')
+  })
+})
+
+describe('the replay lock: one rule for every report kind', () => {
+  // Replaying on fallback/model-a (generation 2) since t=1_000; the self-abort window
+  // (2 s) is over at t=3_500, so only the lock can ignore a report there.
+  const replaying = () => send(prompted(), { type: 'ERROR', model: 'primary/model', error: RATE_LIMIT }, 1_000).next
+  const report = (type: (typeof REPORT_TYPES)[number], attribution: { generation?: number; model?: string }): Ev =>
+    (type === 'ERROR' || type === 'DISPATCH_FAILED' ? { type, error: RATE_LIMIT, ...attribution } : { type, ...attribution }) as Ev
+
+  it.each(REPORT_TYPES)('%s without attribution during a replay is ignored with a reason', (type) => {
+    const s = replaying()
+    const r = send(s, report(type, {}), 3_500)
+    expect(kinds(r.actions)).toEqual(['ignored'])
+    expect(only(r.actions, 'journal')[0]!.params.reason).toMatch(/replay awaits its first token/)
+    expect(r.next.value).toEqual({ active: 'awaitingFirstToken' })
+    expect(r.next.context).toEqual(s.context)
+  })
+  it.each(REPORT_TYPES)('%s naming the new generation during a replay still counts', (type) => {
+    const r = send(replaying(), report(type, { generation: 2 }), 3_500)
+    const expected = { TOKEN: 'first_token', ERROR: 'fallback', DISPATCH_FAILED: 'fallback', ABORTED: 'aborted', IDLE: 'fallback', COMPLETED: 'completed' }
+    expect(kinds(r.actions)).toEqual([expected[type]])
+  })
+  it('the issue\'s case: an unattributed idle echo 2.5 s after the fallback neither advances nor cools the replayed model', () => {
+    const r = send(replaying(), { type: 'IDLE' }, 3_500)
+    expect(r.ctx).toMatchObject({ model: 'fallback/model-a', generation: 2, attempts: 1 })
+    expect(isCooling(r.ctx, 'fallback/model-a', 3_500)).toBe(false)
+    // The replayed model's own report, named, is taken.
+    expect(send(r.next, { type: 'IDLE', model: 'fallback/model-a' }, 3_600).ctx).toMatchObject({ model: 'fallback/model-b', attempts: 2 })
+  })
+  it('a same-model retry is a replay too', () => {
+    const s = prompted({ sameModelRetries: 1, sameModelRetryDelayMs: 500, selfAbortWindowMs: 0 })
+    const wait = send(s, { type: 'ERROR', model: 'primary/model', error: RATE_LIMIT }, 1_000).next
+    const retried = send(wait, { type: 'RETRY_DUE', generation: 1 }, 1_500).next
+    const echo = send(retried, { type: 'IDLE' }, 1_600)
+    expect(kinds(echo.actions)).toEqual(['ignored'])
+    expect(echo.ctx).toMatchObject({ model: 'primary/model', generation: 2 })
+  })
+  it('without a replay (the first dispatch) an unattributed report is the current model\'s', () => {
+    expect(kinds(send(prompted(), { type: 'IDLE' }, 3_500).actions)).toEqual(['fallback'])
+    expect(kinds(send(prompted(), { type: 'TOKEN' }, 3_500).actions)).toEqual(['first_token'])
+  })
+})
+
+describe('one run() prompt at a time (SESSION_BUSY, decided by the machine)', () => {
+  const runPrompt = (messageId: string): Ev => ({ type: 'PROMPT', messageId, message: 'x', runner: true })
+  it('a run() prompt while another is in flight is refused, in every active sub-state', () => {
+    const awaiting = send(open(), runPrompt('m-1')).next
+    const streaming = send(awaiting, { type: 'TOKEN', generation: 1 }).next
+    const waiting = send(send(open({ sameModelRetries: 1 }), runPrompt('m-1')).next, { type: 'ERROR', generation: 1, error: RATE_LIMIT }).next
+    expect(waiting.value).toEqual({ active: 'retryWait' })
+    for (const s of [awaiting, streaming, waiting]) {
+      const r = send(s, runPrompt('m-2'))
+      expect(r.actions).toEqual([])
+      expect(r.next.context).toEqual(s.context)
+      expect(refusalReason(`active.${Object.values(s.value as object)[0]}`, s.context as SessionContext, { ...runPrompt('m-2'), at: 1 } as SessionEvent)).toMatch(
+        /a run\(\) prompt \(message m-1\) is in flight/,
+      )
+    }
+  })
+  it('a host prompt still supersedes a run; a run supersedes a host prompt; after the run ends the next run starts', () => {
+    const running = send(open(), runPrompt('m-1')).next
+    expect(send(running, { type: 'PROMPT', messageId: 'm-h', message: 'x' }).ctx).toMatchObject({ messageId: 'm-h', runner: false })
+    const host = send(open(), { type: 'PROMPT', messageId: 'm-h', message: 'x' }).next
+    expect(send(host, runPrompt('m-1')).ctx).toMatchObject({ messageId: 'm-1', runner: true })
+    let s = send(running, { type: 'TOKEN', generation: 1 }).next
+    s = send(s, { type: 'COMPLETED', generation: 1 }).next
+    expect(send(s, runPrompt('m-2')).ctx).toMatchObject({ messageId: 'm-2', generation: 2 })
+  })
+  it('a run whose process died is not busy forever: an abort naming it ends it, and an unanswered one times out along the chain', () => {
+    const streaming = send(send(open(), runPrompt('m-1')).next, { type: 'TOKEN', generation: 1 }).next
+    const ended = send(streaming, { type: 'ABORTED', generation: 1 }, 5_000)
+    expect(kinds(ended.actions)).toEqual(['aborted'])
+    expect(send(ended.next, runPrompt('m-2'), 5_001).ctx).toMatchObject({ messageId: 'm-2' })
+    // Nobody answers: the durable first-token timers walk the chain to exhausted, which accepts a new run.
+    let s = send(open({}, ['a', 'b']), runPrompt('m-1'), 0).next
+    s = send(s, { type: 'FIRST_TOKEN_TIMEOUT', generation: 1 }, 30_000).next
+    s = send(s, { type: 'FIRST_TOKEN_TIMEOUT', generation: 2 }, 60_000).next
+    expect(s.value).toBe('exhausted')
+    expect(kinds(send(s, runPrompt('m-2'), 120_000).actions)).toContain('prompted')
+  })
+})
+
+describe('refusals say why', () => {
+  it('the cooling primary selected again: refused, with when it cools and where the session stays', () => {
+    const s = send(prompted(), { type: 'ERROR', model: 'primary/model', error: RATE_LIMIT }, 1_000).next
+    const event = { type: 'MODEL_SELECTED', model: 'primary/model', at: 2_000 } as const
+    expect(send(s, event, 2_000).actions).toEqual([])
+    expect(refusalReason('active.awaitingFirstToken', s.context as SessionContext, event)).toBe(
+      `the primary primary/model cools until ${new Date(61_000).toISOString()} (HTTP 429 rate limit); the session stays on fallback/model-a`,
+    )
+    expect(refusalReason('idle', open().context as SessionContext, { type: 'MODEL_SELECTED', model: 'primary/model', at: 1 })).toBe(
+      'the session is already on primary/model',
+    )
+    expect(refusalReason('idle', open().context as SessionContext, { type: 'TOKEN', at: 1 })).toBe('no request is in flight (the session is idle)')
   })
 })
