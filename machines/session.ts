@@ -463,9 +463,11 @@ export const sessionMachine = setup({
         MODEL_SELECTED: manualModelChange(),
         ABORTED: [
           { guard: 'stale', actions: ignored('stale abort') },
-          { guard: 'withinSelfAbortWindow', actions: ignored("the session's own abort echoing") },
+          // An echo names nothing or the aborted request; one that names the request in
+          // flight now is about it, window or not.
+          { guard: and(['withinSelfAbortWindow', not('namesCurrent')]), actions: ignored("the session's own abort echoing") },
           {
-            // Outside the window it is the user's stop: not retryable, the prompt ends.
+            // Outside the window (or naming the current request) it is the user's stop: not retryable, the prompt ends.
             target: 'idle',
             actions: [
               assign(({ context, event }) => ({
@@ -501,7 +503,7 @@ export const sessionMachine = setup({
             ],
             IDLE: [
               { guard: 'stale', actions: ignored('idle of a stale generation') },
-              { guard: 'withinSelfAbortWindow', actions: ignored("idle echo of the session's own abort") },
+              { guard: and(['withinSelfAbortWindow', not('namesCurrent')]), actions: ignored("idle echo of the session's own abort") },
               ...failureTransitions({}),
             ],
             COMPLETED: [

@@ -185,6 +185,16 @@ describe('seed 001: self-abort protection', () => {
     expect(r.ctx).toMatchObject({ attempts: 1, model: 'fallback/model-a' }) // never rewound
     expect(only(r.actions, 'dispatch')).toEqual([])
   })
+  it('inside the window, an abort that names the request in flight is the user stopping it, not an echo', () => {
+    const onA = send(prompted(), { type: 'ERROR', model: 'primary/model', error: RATE_LIMIT }, 5_000).next
+    for (const naming of [{ generation: 2 }, { model: 'fallback/model-a' }]) {
+      const r = send(onA, { type: 'ABORTED', ...naming }, 5_500)
+      expect(r.next.value).toBe('idle')
+      expect(kinds(r.actions)).toEqual(['aborted'])
+    }
+    // The echo of the aborted request names the old one: stale, ignored.
+    expect(kinds(send(onA, { type: 'ABORTED', generation: 1 }, 5_500).actions)).toEqual(['ignored'])
+  })
   it('with no self-abort at all, an abort is the user stopping', () => {
     expect(send(prompted(), { type: 'ABORTED' }).next.value).toBe('idle')
   })
