@@ -114,7 +114,11 @@ function asOpenError(path: string, error: unknown): unknown {
   if (code === 'SQLITE_READONLY_DIRECTORY' || code === 'SQLITE_CANTOPEN') {
     // A WAL file is read through its -shm/-wal files, which SQLite must be able to create
     // next to it when no other connection has them open.
-    return new StoreOpenError(path, error, `${(error as Error).message}: SQLite needs to create ${path}-shm and ${path}-wal in its directory, which this process cannot write (it can read the file while another process has it open)`)
+    return new StoreOpenError(
+      path,
+      error,
+      `to read a WAL file that no other process has open, SQLite must create ${path}-shm and ${path}-wal beside it, and this process cannot write that directory (${(error as Error).message})`,
+    )
   }
   return new StoreOpenError(path, error)
 }
