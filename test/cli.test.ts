@@ -564,8 +564,11 @@ describe('opening files', () => {
     while ((workers = childrenOf(demo.pid!)).length < 3 && Date.now() < deadline) await sleep(5)
     expect(workers).toHaveLength(3)
     demo.kill('SIGKILL')
-    expect(await waitGone(workers, 15_000)).toEqual([])
-    for (const pid of workers) if (alive(pid)) process.kill(pid, 'SIGKILL')
+    try {
+      expect(await waitGone(workers, 15_000)).toEqual([])
+    } finally {
+      for (const pid of workers) if (alive(pid)) process.kill(pid, 'SIGKILL')
+    }
   })
 
   it('the demo: a closed stdout (| head) shuts it down cleanly, workers included, claims released', async () => {
@@ -581,9 +584,13 @@ describe('opening files', () => {
     // Let a claim or two happen, then go away like `head` does.
     await sleep(700)
     demo.stdout!.destroy()
-    expect(await exited, stderr).toBe(0)
-    expect(stderr).not.toMatch(/EPIPE|Error/)
-    expect(await waitGone(workers, 15_000)).toEqual([])
+    try {
+      expect(await exited, stderr).toBe(0)
+      expect(stderr).not.toMatch(/EPIPE|Error/)
+      expect(await waitGone(workers, 15_000)).toEqual([])
+    } finally {
+      for (const pid of workers) if (alive(pid)) process.kill(pid, 'SIGKILL')
+    }
     const running = cliJson<Task[]>('task', 'list', '--status', 'running')
     expect(running).toEqual([])
   })
