@@ -187,7 +187,8 @@ function tablesOf(version: number): string[] {
 function inspectFile(db: Database.Database): { version: number; tables: string[]; lockstep: boolean } {
   const version = db.pragma('user_version', { simple: true }) as number
   const tables = db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name").pluck().all() as string[]
-  const lockstep = version > 0 && tablesOf(Math.min(version, SCHEMA_VERSION)).every((table) => tables.includes(table))
+  // A newer lockstep may have reshaped its tables; its journal is what it cannot do without.
+  const lockstep = version > SCHEMA_VERSION ? tables.includes('journal') : version > 0 && tablesOf(version).every((table) => tables.includes(table))
   return { version, tables, lockstep }
 }
 

@@ -75,6 +75,11 @@ export async function createOrchestrator(options: OrchestratorOptions = {}): Pro
   for (const name of ['now', 'onError'] as const) {
     if (o[name] !== undefined && typeof o[name] !== 'function') throw new InvalidInputError(`${name} must be a function`, { field: name })
   }
+  const adapter = o.sessionAdapter as { prompt?: unknown; abort?: unknown } | undefined
+  // Checked before the file is opened: a refusal after it would leave a connection and threads behind.
+  if (adapter !== undefined && (typeof adapter !== 'object' || adapter === null || typeof adapter.prompt !== 'function' || typeof adapter.abort !== 'function')) {
+    throw new InvalidInputError('sessionAdapter needs prompt() and abort() functions', { field: 'sessionAdapter' })
+  }
   const runTimers = v.optionalBoolean(o.runTimers, 'runTimers', true)
   const busyTimeoutMs = v.optionalInt(o.busyTimeoutMs, 'busyTimeoutMs', 0, 3_600_000, 2_000)
   const onError = options.onError ?? ((error: unknown) => console.error('[lockstep]', error))

@@ -315,6 +315,8 @@ describe('options objects refuse keys they do not know', () => {
     expect(existsSync(path)).toBe(false)
     expect(await codeOf(() => createOrchestrator({ path, readOnly: 'yes' as never }))).toBe('INVALID_INPUT')
     expect(await codeOf(() => createOrchestrator({ path, runTimers: 0 as never }))).toBe('INVALID_INPUT')
+    // Checked before the open too, so a bad adapter leaves no file, connection or thread behind.
+    expect(await codeOf(() => createOrchestrator({ path, sessionAdapter: { prompt: () => {} } as never }))).toBe('INVALID_INPUT')
     expect(existsSync(path)).toBe(false)
   })
 
