@@ -1,9 +1,12 @@
 /**
- * Opening the SQLite file (pragmas) and the write-transaction
- * runner that keeps SQLITE_BUSY away from callers.
+ * Opening the SQLite file (pragmas; read-write or read-only, and refusing files that are
+ * not lockstep's) and the write-transaction runner that keeps SQLITE_BUSY away from
+ * callers and writes away from read-only connections.
  */
+import { accessSync, constants, existsSync, statSync } from 'node:fs'
 import Database from 'better-sqlite3'
-import { StoreBusyError, StoreOpenError } from '../src/errors.js'
+import { ReadOnlyError, StoreBusyError, StoreOpenError } from '../src/errors.js'
+import { checkReadable, checkWritable } from './migrations.js'
 
 export type Db = Database.Database
 
@@ -26,17 +29,36 @@ export interface ConnectionOptions {
   walAutocheckpointPages?: number
 }
 
+/** SQLite codes that mean "this file cannot be opened (for writing) by this process". */
+const OPEN_FAILED_CODES = /^SQLITE_(NOTADB|CORRUPT|CANTOPEN|PERM|AUTH|IOERR|READONLY)/
+
+/**
+ * Open a file for writing: a lockstep file (migrated by the caller), a new file, or an
+ * empty one. A file this process may not write, or another application's database, is
+ * refused with STORE_OPEN_FAILED before anything is written to it.
+ */
 export function openDatabase(options: ConnectionOptions, busyRetryMs = 60_000): Db {
+  const { path } = options
+  if (path !== ':memory:' && existsSync(path)) {
+    try {
+      accessSync(path, constants.R_OK | constants.W_OK)
+    } catch (error) {
+      // Otherwise SQLite silently opens it read-only and the first write fails with a raw SQLITE_READONLY.
+      throw new StoreOpenError(path, error, 'it is not writable by this process; open it with readOnly: true to read it')
+    }
+  }
   let db: Db
   try {
-    db = new Database(options.path)
+    db = new Database(path)
   } catch (error) {
-    throw new StoreOpenError(options.path, error)
+    throw new StoreOpenError(path, error)
   }
   try {
     // busy_timeout first: switching a fresh file to WAL takes a lock that other processes
     // opening the same file at the same moment contend for.
     db.pragma(`busy_timeout = ${Math.max(0, Math.floor(options.busyTimeoutMs ?? 2000))}`)
+    // Before any pragma that writes (journal_mode = WAL): never convert someone else's database.
+    if (path !== ':memory:') retryBusySync(() => checkWritable(db, path), busyRetryMs)
     // WAL lets readers run beside the one writer, across processes.
     if (options.path !== ':memory:') retryBusySync(() => db.pragma('journal_mode = WAL'), busyRetryMs)
     db.pragma(`synchronous = ${options.synchronous ?? 'NORMAL'}`)
@@ -45,12 +67,60 @@ export function openDatabase(options: ConnectionOptions, busyRetryMs = 60_000): 
     return db
   } catch (error) {
     db.close()
-    // Not a database (or an unreadable one): say so with a code, not a raw SqliteError.
-    if ((error as { code?: string }).code === 'SQLITE_NOTADB' || (error as { code?: string }).code === 'SQLITE_CORRUPT') {
-      throw new StoreOpenError(options.path, error)
-    }
-    throw error
+    throw asOpenError(path, error)
   }
+}
+
+/**
+ * Open an existing lockstep file read-only: no WAL switch, no migration, nothing written
+ * (SQLite refuses writes on the connection, and writeTransaction refuses before any SQL
+ * with READ_ONLY). A missing or empty file, another application's database or garbage is
+ * STORE_OPEN_FAILED; a lockstep schema older or newer than this version is
+ * SCHEMA_TOO_OLD / SCHEMA_TOO_NEW (a reader cannot migrate it). `minSchema` lets a reader
+ * that needs fewer tables (the inspector) accept older files.
+ */
+export function openReadOnlyDatabase(path: string, options: { busyTimeoutMs?: number; minSchema?: number } = {}): Db {
+  if (path === ':memory:') throw new StoreOpenError(path, null, 'an in-memory database cannot be opened read-only: there is nothing to read')
+  let size: number
+  try {
+    size = statSync(path).size
+  } catch (error) {
+    throw new StoreOpenError(path, error, "no such file (a read-only open never creates one; run 'lockstep init' first)")
+  }
+  // SQLite would take an empty file for an empty database; a reader has nothing to read in it.
+  if (size === 0) throw new StoreOpenError(path, null, 'the file is empty, not a lockstep database')
+  let db: Db
+  try {
+    db = new Database(path, { readonly: true, fileMustExist: true })
+  } catch (error) {
+    throw new StoreOpenError(path, error)
+  }
+  try {
+    db.pragma(`busy_timeout = ${Math.max(0, Math.floor(options.busyTimeoutMs ?? 2000))}`)
+    // Belt and braces: even a statement that slipped past writeTransaction cannot write.
+    db.pragma('query_only = ON')
+    checkReadable(db, path, options.minSchema)
+    return db
+  } catch (error) {
+    db.close()
+    throw asOpenError(path, error)
+  }
+}
+
+/** A raw SqliteError of opening as STORE_OPEN_FAILED (lockstep errors pass through). */
+function asOpenError(path: string, error: unknown): unknown {
+  const code = (error as { code?: unknown } | null)?.code
+  if (typeof code !== 'string' || !OPEN_FAILED_CODES.test(code)) return error
+  if (code === 'SQLITE_READONLY_DIRECTORY' || code === 'SQLITE_CANTOPEN') {
+    // A WAL file is read through its -shm/-wal files, which SQLite must be able to create
+    // next to it when no other connection has them open.
+    return new StoreOpenError(
+      path,
+      error,
+      `to read a WAL file that no other process has open, SQLite must create ${path}-shm and ${path}-wal beside it, and this process cannot write that directory (${(error as Error).message})`,
+    )
+  }
+  return new StoreOpenError(path, error)
 }
 
 const BUSY_CODES = new Set(['SQLITE_BUSY', 'SQLITE_BUSY_SNAPSHOT', 'SQLITE_BUSY_RECOVERY', 'SQLITE_BUSY_TIMEOUT', 'SQLITE_LOCKED', 'SQLITE_LOCKED_SHAREDCACHE'])
@@ -97,6 +167,8 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
  * because a retried transaction runs it again.
  */
 export function writeTransaction<T>(db: Db, fn: () => T, busyRetryMs = 60_000): Promise<T> {
+  // Every write of lockstep comes through here: a read-only connection refuses before any SQL.
+  if (db.readonly) return Promise.reject(new ReadOnlyError(db.name))
   return withBusyRetry(() => immediate(db, fn), busyRetryMs)
 }
 

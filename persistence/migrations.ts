@@ -4,7 +4,7 @@
  * newer lockstep is refused rather than misread.
  */
 import type Database from 'better-sqlite3'
-import { SchemaTooNewError } from '../src/errors.js'
+import { SchemaTooNewError, SchemaTooOldError, StoreOpenError } from '../src/errors.js'
 
 export interface Migration {
   version: number
@@ -172,4 +172,50 @@ export function migrate(db: Database.Database, path: string): void {
     db.exec(migration.sql)
     db.pragma(`user_version = ${migration.version}`)
   }
+}
+
+/** The tables a file at schema `version` has, read from the migrations that made them. */
+function tablesOf(version: number): string[] {
+  return MIGRATIONS.filter((m) => m.version <= version).flatMap((m) => [...m.sql.matchAll(/CREATE TABLE (\w+)/g)].map((match) => match[1]!))
+}
+
+/**
+ * What the file holds: its `user_version`, and whether it is lockstep's (every table the
+ * migrations up to that version create is there). `user_version` 0 with no tables is an
+ * empty database; with tables it is another application's.
+ */
+function inspectFile(db: Database.Database): { version: number; tables: string[]; lockstep: boolean } {
+  const version = db.pragma('user_version', { simple: true }) as number
+  const tables = db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name").pluck().all() as string[]
+  // A newer lockstep may have reshaped its tables; its journal is what it cannot do without.
+  const lockstep = version > SCHEMA_VERSION ? tables.includes('journal') : version > 0 && tablesOf(version).every((table) => tables.includes(table))
+  return { version, tables, lockstep }
+}
+
+function foreign(path: string, tables: string[]): StoreOpenError {
+  const shown = tables.slice(0, 5).join(', ') + (tables.length > 5 ? ', ...' : '')
+  return new StoreOpenError(path, null, `it is not a lockstep database (it holds tables ${shown || 'of another schema'}); lockstep does not add its tables to another application's database`)
+}
+
+/**
+ * Before a read-write open converts or migrates the file: a new or empty database, or a
+ * lockstep file, pass (migrate() then refuses a newer schema); another application's
+ * database is refused, untouched.
+ */
+export function checkWritable(db: Database.Database, path: string): void {
+  const file = inspectFile(db)
+  if (file.version === 0 && file.tables.length === 0) return
+  if (!file.lockstep) throw foreign(path, file.tables)
+}
+
+/**
+ * A read-only open cannot create or migrate anything: the file must already be a lockstep
+ * database of a schema this version reads (`minSchema`..SCHEMA_VERSION).
+ */
+export function checkReadable(db: Database.Database, path: string, minSchema = SCHEMA_VERSION): void {
+  const file = inspectFile(db)
+  if (file.version === 0 && file.tables.length === 0) throw new StoreOpenError(path, null, "it holds no lockstep database (an empty SQLite file); run 'lockstep init' or open it read-write first")
+  if (!file.lockstep) throw foreign(path, file.tables)
+  if (file.version > SCHEMA_VERSION) throw new SchemaTooNewError(path, file.version, SCHEMA_VERSION)
+  if (file.version < minSchema) throw new SchemaTooOldError(path, file.version, SCHEMA_VERSION)
 }

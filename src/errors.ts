@@ -11,6 +11,8 @@ export type LockstepErrorCode =
   | 'INVALID_TRANSITION'
   | 'PAYLOAD_TOO_LARGE'
   | 'SCHEMA_TOO_NEW'
+  | 'SCHEMA_TOO_OLD'
+  | 'READ_ONLY'
   | 'SNAPSHOT_INCOMPATIBLE'
   | 'STORE_BUSY'
   | 'STORE_OPEN_FAILED'
@@ -106,6 +108,24 @@ export class SchemaTooNewError extends LockstepError {
   }
 }
 
+/** A read-only open of a file whose schema is older than this lockstep's: only a read-write open migrates it. */
+export class SchemaTooOldError extends LockstepError {
+  constructor(path: string, found: number, known: number) {
+    super(
+      'SCHEMA_TOO_OLD',
+      `${path} has schema version ${found}, older than this lockstep's (${known}); a read-only open cannot migrate it: open it read-write once (lockstep init)`,
+      { path, found, known },
+    )
+  }
+}
+
+/** A write on an orchestrator opened with `readOnly: true`. Refused before any SQL; nothing was written. */
+export class ReadOnlyError extends LockstepError {
+  constructor(path: string) {
+    super('READ_ONLY', `${path} is open read-only: this call would write`, { path })
+  }
+}
+
 export class SnapshotIncompatibleError extends LockstepError {
   constructor(actorId: string, message: string, details: Record<string, unknown> = {}) {
     super('SNAPSHOT_INCOMPATIBLE', `actor ${actorId}: ${message}`, { actorId, ...details })
@@ -122,9 +142,9 @@ export class StoreBusyError extends LockstepError {
 
 /** The file cannot be opened as a lockstep database: missing directory, not a database, no permission. */
 export class StoreOpenError extends LockstepError {
-  constructor(path: string, cause: unknown) {
-    super('STORE_OPEN_FAILED', `cannot open ${path}: ${(cause as Error)?.message ?? String(cause)}`, { path })
-    this.cause = cause
+  constructor(path: string, cause: unknown, reason?: string) {
+    super('STORE_OPEN_FAILED', `cannot open ${path}: ${reason ?? (cause as Error)?.message ?? String(cause)}`, { path })
+    if (cause !== null && cause !== undefined) this.cause = cause
   }
 }
 

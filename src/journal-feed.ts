@@ -7,6 +7,7 @@
  * (a gap means another process committed in between) is read from the journal.
  */
 import type { JournalPage, JournalQueries } from '../persistence/journal.js'
+import { ClosedError } from './errors.js'
 import type { JournalEntry } from './types.js'
 
 interface Subscriber {
@@ -37,10 +38,14 @@ export class JournalFeed {
   ) {}
 
   page(query: JournalPage): JournalEntry[] {
+    if (this.closed) throw new ClosedError()
     return this.journal.page(query)
   }
 
   subscribe(listener: (entry: JournalEntry) => void, options: { after?: number; machineId?: string; actorId?: string }): () => void {
+    // Every subscription (tasks, sessions, run drivers, pools) starts here: after close the
+    // connection is gone, so refuse with CLOSED rather than fail on it.
+    if (this.closed) throw new ClosedError()
     const start = options.after ?? this.journal.maxSeq()
     const subscriber: Subscriber = {
       listener,

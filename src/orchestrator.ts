@@ -1,8 +1,9 @@
 /**
- * createOrchestrator: open (or create) a lockstep file and get the task board.
+ * createOrchestrator: open (or create) a lockstep file and get the task board, or open an
+ * existing one read-only (no WAL switch, no migration, no timers, no checkpointer).
  */
 import { resolve } from 'node:path'
-import { openDatabase, writeTransaction } from '../persistence/connection.js'
+import { openDatabase, openReadOnlyDatabase, writeTransaction } from '../persistence/connection.js'
 import { JournalQueries } from '../persistence/journal.js'
 import { Kernel, type MachineDefinition } from '../persistence/kernel.js'
 import { TASK_MACHINE_ID } from '../machines/task.js'
@@ -11,9 +12,9 @@ import { startCheckpointer } from '../persistence/checkpointer.js'
 import { migrate } from '../persistence/migrations.js'
 import { SessionQueries } from '../persistence/sessions.js'
 import { TaskQueries } from '../persistence/tasks.js'
-import { ClosedError, InvalidInputError } from './errors.js'
+import { ClosedError, InvalidInputError, ReadOnlyError } from './errors.js'
 import { Intake } from './intake.js'
-import { startInspector } from './inspector/server.js'
+import { INSPECTOR_OPTIONS, startInspector } from './inspector/server.js'
 import { JournalFeed } from './journal-feed.js'
 import { Sessions, type SessionAdapter } from './sessions.js'
 import { SqliteTaskBoard } from './task-board.js'
@@ -31,9 +32,32 @@ export const DEFAULT_TASK_DEFAULTS: TaskDefaults = {
   backoffMaxMs: 5 * 60_000,
 }
 
+const ORCHESTRATOR_OPTIONS = [
+  'path',
+  'readOnly',
+  'synchronous',
+  'checkpoint',
+  'busyTimeoutMs',
+  'busyRetryMs',
+  'pollMs',
+  'defaults',
+  'maxPayloadBytes',
+  'now',
+  'onError',
+  'runTimers',
+  'sessionAdapter',
+] as const satisfies ReadonlyArray<keyof OrchestratorOptions>
+const DEFAULTS_OPTIONS = ['leaseMs', 'maxAttempts', 'backoffBaseMs', 'backoffMaxMs'] as const satisfies ReadonlyArray<keyof TaskDefaults>
+const RELOAD_OPTIONS = ['machines'] as const satisfies ReadonlyArray<keyof ReloadOptions>
+const MACHINE_DEFINITION_KEYS = ['machine', 'version', 'migrations'] as const
+// orch.inspect() passes the machines in force itself.
+const ORCH_INSPECT_OPTIONS = INSPECTOR_OPTIONS.filter((key) => key !== 'machines')
+
 export async function createOrchestrator(options: OrchestratorOptions = {}): Promise<Orchestrator> {
-  const o = v.requireRecord(options, 'options')
+  const o = v.requireOptions(options, 'options', ORCHESTRATOR_OPTIONS)
   const path = o.path === undefined ? './lockstep.db' : v.requireString(o.path, 'path', 4_096)
+  const readOnly = v.optionalBoolean(o.readOnly, 'readOnly', false)
+  if (readOnly && path === ':memory:') throw new InvalidInputError('readOnly needs a database file: an in-memory database has nothing to read', { field: 'readOnly' })
   const synchronous = o.synchronous ?? 'NORMAL'
   if (!['OFF', 'NORMAL', 'FULL', 'EXTRA'].includes(synchronous as string)) {
     throw new InvalidInputError('synchronous must be OFF, NORMAL, FULL or EXTRA', { field: 'synchronous' })
@@ -41,36 +65,51 @@ export async function createOrchestrator(options: OrchestratorOptions = {}): Pro
   const pollMs = v.optionalInt(o.pollMs, 'pollMs', 1, 60_000, 50)
   const busyRetryMs = v.optionalInt(o.busyRetryMs, 'busyRetryMs', 0, 3_600_000, 60_000)
   const maxPayloadBytes = v.optionalInt(o.maxPayloadBytes, 'maxPayloadBytes', 1, 256 * 1024 * 1024, 1024 * 1024)
-  const d = v.requireRecord(o.defaults ?? {}, 'defaults')
+  const d = v.requireOptions(o.defaults ?? {}, 'defaults', DEFAULTS_OPTIONS)
   const defaults: TaskDefaults = {
     leaseMs: v.optionalInt(d.leaseMs, 'defaults.leaseMs', 1, 86_400_000, DEFAULT_TASK_DEFAULTS.leaseMs),
     maxAttempts: v.optionalInt(d.maxAttempts, 'defaults.maxAttempts', 1, 1_000, DEFAULT_TASK_DEFAULTS.maxAttempts),
     backoffBaseMs: v.optionalInt(d.backoffBaseMs, 'defaults.backoffBaseMs', 0, 86_400_000, DEFAULT_TASK_DEFAULTS.backoffBaseMs),
     backoffMaxMs: v.optionalInt(d.backoffMaxMs, 'defaults.backoffMaxMs', 0, 86_400_000, DEFAULT_TASK_DEFAULTS.backoffMaxMs),
   }
+  for (const name of ['now', 'onError'] as const) {
+    if (o[name] !== undefined && typeof o[name] !== 'function') throw new InvalidInputError(`${name} must be a function`, { field: name })
+  }
+  const adapter = o.sessionAdapter as { prompt?: unknown; abort?: unknown } | undefined
+  // Checked before the file is opened: a refusal after it would leave a connection and threads behind.
+  if (adapter !== undefined && (typeof adapter !== 'object' || adapter === null || typeof adapter.prompt !== 'function' || typeof adapter.abort !== 'function')) {
+    throw new InvalidInputError('sessionAdapter needs prompt() and abort() functions', { field: 'sessionAdapter' })
+  }
+  const runTimers = v.optionalBoolean(o.runTimers, 'runTimers', true)
+  const busyTimeoutMs = v.optionalInt(o.busyTimeoutMs, 'busyTimeoutMs', 0, 3_600_000, 2_000)
   const onError = options.onError ?? ((error: unknown) => console.error('[lockstep]', error))
 
   const checkpoint = o.checkpoint ?? 'background'
   if (checkpoint !== 'background' && checkpoint !== 'inline') {
     throw new InvalidInputError("checkpoint must be 'background' or 'inline'", { field: 'checkpoint' })
   }
-  const background = checkpoint === 'background' && path !== ':memory:'
-  const db = openDatabase(
-    {
-      path,
-      synchronous: synchronous as 'NORMAL',
-      busyTimeoutMs: options.busyTimeoutMs,
-      // With the background checkpointer, SQLite's own checkpoint is only a safety net.
-      walAutocheckpointPages: background ? 10_000 : 1_000,
-    },
-    busyRetryMs,
-  )
-  try {
-    // Two processes opening a fresh file at once: the write lock serializes the migration.
-    await writeTransaction(db, () => migrate(db, path), busyRetryMs)
-  } catch (error) {
-    db.close()
-    throw error
+  // A reader never checkpoints: that writes the database file.
+  const background = checkpoint === 'background' && path !== ':memory:' && !readOnly
+  const db = readOnly
+    ? openReadOnlyDatabase(path, { busyTimeoutMs })
+    : openDatabase(
+        {
+          path,
+          synchronous: synchronous as 'NORMAL',
+          busyTimeoutMs,
+          // With the background checkpointer, SQLite's own checkpoint is only a safety net.
+          walAutocheckpointPages: background ? 10_000 : 1_000,
+        },
+        busyRetryMs,
+      )
+  if (!readOnly) {
+    try {
+      // Two processes opening a fresh file at once: the write lock serializes the migration.
+      await writeTransaction(db, () => migrate(db, path), busyRetryMs)
+    } catch (error) {
+      db.close()
+      throw error
+    }
   }
 
   const intake = new Intake()
@@ -89,31 +128,55 @@ export async function createOrchestrator(options: OrchestratorOptions = {}): Pro
     if (commit.journal.length > 0) feed.wake(commit.journal)
     if (commit.earliestTimerDue !== null) timers.poke(commit.earliestTimerDue)
   })
-  if (options.runTimers !== false) timers.start()
+  // A reader delivers no timers: a delivery is a write (the writers' processes deliver them).
+  if (runTimers && !readOnly) timers.start()
 
   const assertOpen = () => {
     if (intake.isClosed) throw new ClosedError()
   }
-  const tasks = new SqliteTaskBoard({ kernel, queries, feed, defaults, maxPayloadBytes, busyRetryMs, guard, assertOpen })
+  /** For calls that only write: refused at once on a read-only orchestrator, before any SQL. */
+  const assertWritable = () => {
+    assertOpen()
+    if (readOnly) throw new ReadOnlyError(path)
+  }
+  // The board checks this before starting a worker pool (which would claim).
+  const tasks = new SqliteTaskBoard({ kernel, queries, feed, defaults, maxPayloadBytes, busyRetryMs, guard, assertOpen: assertWritable })
   const sessionQueries = new SessionQueries(db)
   const sessions = new Sessions(kernel, sessionQueries, feed, guard, busyRetryMs, onError, maxPayloadBytes)
   kernel.register(sessionQueries.actorKind(sessions.effects()))
   if (options.sessionAdapter) sessions.setAdapter(options.sessionAdapter as SessionAdapter)
 
+  // Async so that every refusal (CLOSED, READ_ONLY, INVALID_INPUT) is a rejection, like the board's.
   return {
     path: path === ':memory:' ? path : resolve(path),
+    readOnly,
     tasks,
     sessions,
-    runDueTimers: () => guard(() => timers.runDue()),
-    barrier: (fn) => intake.exclusive(fn),
+    runDueTimers: async () => {
+      assertWritable()
+      return guard(() => timers.runDue())
+    },
+    barrier: async (fn) => {
+      assertOpen()
+      return intake.exclusive(fn)
+    },
     // The inspector draws and replays the machine definitions in force in this process,
     // read at each use, so a later reload shows up too.
-    inspect: (inspectOptions = {}) =>
-      startInspector(path, {
-        ...inspectOptions,
+    inspect: async (inspectOptions = {}) => {
+      assertOpen()
+      const i = v.requireOptions(inspectOptions, 'inspect options', ORCH_INSPECT_OPTIONS)
+      return startInspector(path, {
+        ...i,
         machines: Object.fromEntries([TASK_MACHINE_ID, SESSION_MACHINE_ID].map((id) => [id, liveDefinition(kernel, id)])),
-      }),
-    reload: (reloadOptions = {}) => intake.exclusive(() => reload(kernel, reloadOptions)),
+      })
+    },
+    reload: async (reloadOptions = {}) => {
+      assertOpen()
+      const swaps = reloadSwaps(reloadOptions)
+      // Reloading migrates persisted snapshots: a write, even when nothing needs migrating.
+      if (readOnly) throw new ReadOnlyError(path)
+      return intake.exclusive(() => reload(kernel, swaps))
+    },
     close() {
       closing ??= (async () => {
         // Worker pools drain first (bounded by their stopTimeoutMs) while the board still works.
@@ -143,19 +206,16 @@ function liveDefinition(kernel: Kernel, machineId: string): MachineDefinition {
 
 const KIND_BY_NAME = { task: TASK_MACHINE_ID, session: SESSION_MACHINE_ID } as const
 
-/**
- * Swap machine definitions and migrate every persisted snapshot in one transaction: if
- * any actor cannot be migrated or restored, nothing changes and the error names it.
- * Runs inside the intake barrier (no call or timer delivery is in progress).
- */
-async function reload(kernel: Kernel, options: ReloadOptions): Promise<ReloadResult> {
-  const o = v.requireRecord(options, 'reload options')
-  const machines = v.requireRecord(o.machines ?? {}, 'machines')
-  const swaps: Array<[string, MachineDefinition]> = []
+type Swaps = Array<[string, MachineDefinition]>
+
+/** Validate reload options into [machineId, definition] pairs, before the barrier is taken. */
+function reloadSwaps(options: ReloadOptions): Swaps {
+  const o = v.requireOptions(options, 'reload options', RELOAD_OPTIONS)
+  const machines = v.requireOptions(o.machines ?? {}, 'machines', Object.keys(KIND_BY_NAME))
+  const swaps: Swaps = []
   for (const [name, definition] of Object.entries(machines)) {
     const machineId = KIND_BY_NAME[name as keyof typeof KIND_BY_NAME]
-    if (!machineId) throw new InvalidInputError(`machines.${name}: unknown machine (task or session)`, { field: `machines.${name}` })
-    const d = v.requireRecord(definition, `machines.${name}`)
+    const d = v.requireOptions(definition, `machines.${name}`, MACHINE_DEFINITION_KEYS)
     if (!d.machine || typeof (d.machine as { transition?: unknown }).transition !== 'function') {
       throw new InvalidInputError(`machines.${name}.machine must be an XState machine`, { field: `machines.${name}.machine` })
     }
@@ -163,6 +223,15 @@ async function reload(kernel: Kernel, options: ReloadOptions): Promise<ReloadRes
     if (version === 0) throw new InvalidInputError(`machines.${name}.version is required`, { field: `machines.${name}.version` })
     swaps.push([machineId, definition as MachineDefinition])
   }
+  return swaps
+}
+
+/**
+ * Swap machine definitions and migrate every persisted snapshot in one transaction: if
+ * any actor cannot be migrated or restored, nothing changes and the error names it.
+ * Runs inside the intake barrier (no call or timer delivery is in progress).
+ */
+async function reload(kernel: Kernel, swaps: Swaps): Promise<ReloadResult> {
   const previous = swaps.map(([machineId]) => [machineId, kernel.definition(machineId)] as const)
   try {
     const migrated = await kernel.write((tx) => {

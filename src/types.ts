@@ -208,6 +208,13 @@ export interface TaskDefaults {
 export interface OrchestratorOptions {
   /** SQLite file (default ./lockstep.db), or ':memory:'. */
   path?: string
+  /**
+   * Open an existing lockstep file for reading only (default false): no WAL switch, no
+   * migration, no timer deliveries, no checkpointer. Every write (create, claim, ...,
+   * runDueTimers, reload, work) fails with READ_ONLY before any SQL. A missing, empty or
+   * foreign file is STORE_OPEN_FAILED; a schema of another lockstep version SCHEMA_TOO_OLD/NEW.
+   */
+  readOnly?: boolean
   /** See README: NORMAL (default) survives process crashes, FULL also power loss. */
   synchronous?: 'OFF' | 'NORMAL' | 'FULL' | 'EXTRA'
   /**
@@ -250,6 +257,8 @@ export interface ReloadResult {
 
 export interface Orchestrator {
   readonly path: string
+  /** Opened with `readOnly: true`: reads and subscriptions work, writes fail with READ_ONLY. */
+  readonly readOnly: boolean
   readonly tasks: TaskBoard
   readonly sessions: import('./sessions.js').Sessions
   /** Deliver due timers now instead of waiting for the loop (tests, scripts). */

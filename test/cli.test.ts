@@ -3,7 +3,7 @@
  * `npm run build` (npm test does it): this file builds nothing itself.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { existsSync, mkdtempSync, realpathSync, rmSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -493,5 +493,143 @@ describe('deeply nested JSON through the CLI', () => {
     // A value that is fine is read from the file as it is.
     writeFileSync(join(dir, 'ok.json'), '{"pages":[1,2]}')
     expect(create('--title', 'from a file', '--payload', `@${join(dir, 'ok.json')}`).payload).toEqual({ pages: [1, 2] })
+  })
+})
+
+describe('opening files', () => {
+  const DEMO = join(ROOT, 'dist/src/demo/main.js')
+  const fingerprint = (path: string) => ({ bytes: readFileSync(path).toString('base64'), mtimeMs: statSync(path).mtimeMs })
+  const foreign = (path: string) => {
+    const sqlite = new Database(path)
+    sqlite.exec("CREATE TABLE people (name TEXT); INSERT INTO people VALUES ('ann')")
+    sqlite.close()
+  }
+  const notLockstep: Record<string, (path: string) => void> = {
+    empty: (path) => writeFileSync(path, ''),
+    foreign,
+    garbage: (path) => writeFileSync(path, 'not a database, just text long enough to fill a header '.repeat(40)),
+  }
+
+  it.each(Object.keys(notLockstep))('%s file: read commands, inspect and mcp say STORE_OPEN_FAILED and leave it as it was', (kind) => {
+    notLockstep[kind]!(db)
+    const before = fingerprint(db)
+    for (const args of [['task', 'list'], ['task', 'show', 't_x'], ['events'], ['inspect', '--port', '0'], ...(kind === 'empty' ? [] : [['mcp']])]) {
+      const r = spawnSync(process.execPath, [CLI, ...args, '--db', db, '--json'], { cwd: ROOT, encoding: 'utf8', input: '', timeout: 30_000 })
+      expect(r.status, `${args.join(' ')}: ${r.stdout}${r.stderr}`).toBe(1)
+      expect(JSON.parse(r.stdout).error.code, args.join(' ')).toBe('STORE_OPEN_FAILED')
+    }
+    expect(fingerprint(db)).toEqual(before)
+    expect(existsSync(`${db}-wal`)).toBe(false)
+  })
+
+  it('read commands never write: an overdue lease stays as it is until a writing command delivers it', () => {
+    cli('init')
+    const task = create('--title', 'claimed')
+    cliJson<Claim>('task', 'claim', task.id, '--worker', 'w', '--lease-ms', '1')
+    const before = fingerprint(db)
+    expect(cliJson<Task[]>('task', 'list')[0]!.status).toBe('running')
+    cli('task', 'show', task.id)
+    cli('events')
+    expect(fingerprint(db)).toEqual(before)
+    expect(cliJson<Claim | null>('task', 'claim', '--worker', 'w2')!.taskId).toBe(task.id) // a write delivers it first
+  })
+
+  it('a user who may not write the file can read it; writing commands say STORE_OPEN_FAILED', () => {
+    cli('init')
+    const task = create('--title', 'readable')
+    const asRoot = process.getuid?.() === 0
+    // Root ignores permission bits: read as nobody. The directory stays writable to the
+    // reader (SQLite creates the -shm it needs to read a WAL file there); the file is not.
+    chmodSync(db, 0o444)
+    chmodSync(dir, asRoot ? 0o777 : 0o755)
+    const before = fingerprint(db)
+    const as = (...args: string[]) => {
+      const r = spawnSync(process.execPath, [CLI, ...args, '--db', db, '--json'], {
+        cwd: ROOT,
+        encoding: 'utf8',
+        timeout: 30_000,
+        ...(asRoot ? { uid: 65534, gid: 65534 } : {}),
+      })
+      return { code: r.status, out: r.stdout, err: r.stderr }
+    }
+    const list = as('task', 'list')
+    expect(list.code, list.err + list.out).toBe(0)
+    expect(ids(JSON.parse(list.out))).toEqual([task.id])
+    expect(as('task', 'show', task.id).code).toBe(0)
+    expect(as('events').code).toBe(0)
+    const write = as('task', 'create', '--title', 'nope')
+    expect(write.code).toBe(1)
+    expect(JSON.parse(write.out).error.code).toBe('STORE_OPEN_FAILED')
+    expect(fingerprint(db)).toEqual(before)
+    chmodSync(dir, 0o700)
+  })
+
+  /** Pids whose parent is `pid`, from /proc. */
+  const childrenOf = (pid: number): number[] =>
+    readdirSync('/proc')
+      .filter((name) => /^\d+$/.test(name))
+      .filter((name) => {
+        try {
+          // Fields after the command's closing paren: state, ppid, ...
+          return Number(readFileSync(`/proc/${name}/stat`, 'utf8').split(') ')[1]!.split(' ')[1]) === pid
+        } catch {
+          return false // gone meanwhile
+        }
+      })
+      .map(Number)
+  const alive = (pid: number) => {
+    try {
+      process.kill(pid, 0)
+      return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]![0] !== 'Z'
+    } catch {
+      return false
+    }
+  }
+  async function waitGone(pids: number[], timeoutMs: number): Promise<number[]> {
+    const deadline = Date.now() + timeoutMs
+    while (pids.some(alive) && Date.now() < deadline) await sleep(50)
+    return pids.filter(alive)
+  }
+
+  it('the demo: its worker processes stop soon after the main process is killed, even while they start', async () => {
+    const demo = spawn(process.execPath, [DEMO, '--db', db, '--port', '0', '--exit'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] })
+    children.push(demo)
+    demo.stdout!.resume()
+    demo.stderr!.resume()
+    // Kill it the moment its three workers exist: they are still loading and opening the file.
+    let workers: number[] = []
+    const deadline = Date.now() + 30_000
+    while ((workers = childrenOf(demo.pid!)).length < 3 && Date.now() < deadline) await sleep(5)
+    expect(workers).toHaveLength(3)
+    demo.kill('SIGKILL')
+    try {
+      expect(await waitGone(workers, 15_000)).toEqual([])
+    } finally {
+      for (const pid of workers) if (alive(pid)) process.kill(pid, 'SIGKILL')
+    }
+  })
+
+  it('the demo: a closed stdout (| head) shuts it down cleanly, workers included, claims released', async () => {
+    const demo = spawn(process.execPath, [DEMO, '--db', db, '--port', '0'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] })
+    children.push(demo)
+    let stderr = ''
+    demo.stderr!.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk))
+    const exited = new Promise<number | null>((resolve) => demo.on('exit', (code) => resolve(code)))
+    let workers: number[] = []
+    const deadline = Date.now() + 30_000
+    while ((workers = childrenOf(demo.pid!)).length < 3 && Date.now() < deadline) await sleep(5)
+    expect(workers).toHaveLength(3)
+    // Let a claim or two happen, then go away like `head` does.
+    await sleep(700)
+    demo.stdout!.destroy()
+    try {
+      expect(await exited, stderr).toBe(0)
+      expect(stderr).not.toMatch(/EPIPE|Error/)
+      expect(await waitGone(workers, 15_000)).toEqual([])
+    } finally {
+      for (const pid of workers) if (alive(pid)) process.kill(pid, 'SIGKILL')
+    }
+    const running = cliJson<Task[]>('task', 'list', '--status', 'running')
+    expect(running).toEqual([])
   })
 })

@@ -5,13 +5,15 @@
  * completes a task.
  */
 import { execFile } from 'node:child_process'
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { get as httpGet } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
+import Database from 'better-sqlite3'
 import { chromium, type BrowserContext } from 'playwright-core'
 import { afterEach, describe, expect, it } from 'vitest'
+import { MIGRATIONS } from '../persistence/migrations.js'
 import { runInspectCommand } from '../src/inspector/cli.js'
 import { startInspector, type Inspector } from '../src/inspector/server.js'
 import { InvalidInputError, type Orchestrator } from '../src/index.js'
@@ -255,6 +257,45 @@ describe('inspector server', () => {
     expect(await done).toBe(0)
     expect(await runInspectCommand(['--db', join(tmpdir(), 'no-such-lockstep.db'), '--port', '0'], { out: () => {}, err: () => {} })).toBe(1)
     expect(await runInspectCommand(['--bogus'], { out: () => {}, err: () => {} })).toBe(2)
+  })
+})
+
+describe('inspector: which files it opens', () => {
+  const inspectJson = async (path: string) => {
+    const lines: string[] = []
+    const code = await runInspectCommand(['--db', path, '--port', '0', '--json'], { out: (l) => lines.push(l), err: (l) => lines.push(l), untilStopped: async () => 'SIGINT' })
+    return { code, out: lines.length ? JSON.parse(lines[0]!) : null }
+  }
+
+  it('another application\'s database, even one with a user_version, or an old lockstep schema: typed, never INTERNAL; the file unchanged', async () => {
+    const path = tempPath()
+    const other = new Database(path)
+    other.exec("CREATE TABLE people (name TEXT); INSERT INTO people VALUES ('ann')")
+    other.pragma('user_version = 3')
+    other.close()
+    const before = readFileSync(path).toString('base64')
+    expect(await inspectJson(path)).toMatchObject({ code: 1, out: { error: { code: 'STORE_OPEN_FAILED' } } })
+    await expect(startInspector(path, { port: 0 })).rejects.toMatchObject({ code: 'STORE_OPEN_FAILED' })
+    expect(readFileSync(path).toString('base64')).toBe(before)
+
+    const old = tempPath()
+    const first = new Database(old)
+    first.exec(MIGRATIONS[0]!.sql)
+    first.pragma('user_version = 1')
+    first.close()
+    expect(await inspectJson(old)).toMatchObject({ code: 1, out: { error: { code: 'SCHEMA_TOO_OLD' } } })
+  })
+
+  it('after close(), orch.inspect() is CLOSED and starts no server', async () => {
+    const orch = await open()
+    await orch.close()
+    await expect(orch.inspect({ port: 0 })).rejects.toMatchObject({ code: 'CLOSED' })
+  })
+
+  it('refuses options it does not know, naming them', async () => {
+    const orch = await open()
+    await expect(orch.inspect({ port: 0, tokn: 'abcdefghij' } as never)).rejects.toMatchObject({ code: 'INVALID_INPUT', details: { field: 'tokn' } })
+    await expect(startInspector(orch, { port: 0, poll: 10 } as never)).rejects.toMatchObject({ code: 'INVALID_INPUT', details: { field: 'poll' } })
   })
 })
 

@@ -56,6 +56,11 @@ interface Command<Input = unknown> {
   /** Only `init` may create a missing database file; the others refuse, so a mistyped --db fails loudly. */
   createsDb?: boolean
   /**
+   * Only reads: the file is opened read-only (no WAL switch, no migration, no timer
+   * deliveries), so it works on a file this user may not write and never changes one.
+   */
+  readsOnly?: boolean
+  /**
    * Flags and arguments to the command's input, before the database is opened: bad
    * input throws (UsageError, or INVALID_INPUT for bad values) having touched nothing.
    */
@@ -121,6 +126,7 @@ const COMMANDS: Command[] = [
   }),
   command({
     name: 'task list',
+    readsOnly: true,
     summary: 'list tasks in creation order',
     flags: {
       status: { type: 'string', arg: 'S', help: 'todo, ready, running, blocked, done, failed, cancelled or archived' },
@@ -142,6 +148,7 @@ const COMMANDS: Command[] = [
   }),
   command({
     name: 'task show',
+    readsOnly: true,
     summary: 'show a task, its runs and its journal entries',
     args: ['ID'],
     parse: (_, [id]) => id!,
@@ -247,6 +254,7 @@ const COMMANDS: Command[] = [
   }),
   command({
     name: 'events',
+    readsOnly: true,
     summary: 'print journal entries, one per line (NDJSON with --json)',
     flags: {
       task: { type: 'string', arg: 'ID', help: "only this task's entries" },
@@ -285,7 +293,12 @@ const OUTPUT_RULES = `Output:
     2  usage error (unknown command or flag, missing argument): message on
        stderr, whatever the output mode.
   A value that starts with '-' is fine: a string flag always takes the next
-  argument (--priority -5, --token -abc).`
+  argument (--priority -5, --token -abc).
+Files:
+  Only init and mcp create a missing file. task list, task show and events open
+  it read-only: they work on a file you may not write and never change it (an
+  empty, foreign or corrupt file is STORE_OPEN_FAILED); they show it as it is,
+  without first delivering overdue lease expiries and retries.`
 
 // ---- the commands' helpers ----
 
@@ -628,13 +641,15 @@ async function execute(command: Command, input: unknown, values: Values): Promis
     })
   }
   const asJson = values.json === true
+  const readOnly = command.readsOnly === true && path !== ':memory:'
   // One-shot commands checkpoint inline (no extra thread to start); the MCP server lives long.
-  const orch = await createOrchestrator({ path, checkpoint: command.name === 'mcp' ? 'background' : 'inline' })
+  const orch = await createOrchestrator({ path, readOnly, checkpoint: command.name === 'mcp' ? 'background' : 'inline' })
   try {
     // A CLI process lives too briefly for the timer loop to tick: deliver overdue lease
     // expiries and retries first, so it acts on the board as a long-lived process would
-    // see it (a task whose backoff ended is claimable, a lapsed lease is lost).
-    await orch.runDueTimers()
+    // see it (a task whose backoff ended is claimable, a lapsed lease is lost). Reads show
+    // the file as it is: delivering would be a write.
+    if (!readOnly) await orch.runDueTimers()
     const emit = (value: unknown, text: string) => output.line(asJson ? JSON.stringify(value) : text)
     await command.run({ orch, tasks: orch.tasks, emit }, input)
   } finally {

@@ -2,11 +2,37 @@
  * A demo worker process: one worker pool (orch.tasks.work) on the demo run's tenant. The
  * handler "works" for the task's workMs (heartbeats are automatic) and fails the first
  * attempts of some tasks with a simulated upstream error, to show retries with backoff.
+ *
+ * It lives only as long as the demo's main process: it stops when told to, and also when
+ * its IPC channel to the parent closes (the parent exited, crashed or was killed), then
+ * releases its claims and exits within a few seconds.
  */
-import { createOrchestrator } from '../index.js'
+import { createOrchestrator, type WorkerPool } from '../index.js'
 
 const [path, tenant, worker] = process.argv.slice(2)
 if (!path || !tenant || !worker) throw new Error('usage: worker.js <db> <tenant> <worker>')
+
+/** How long running handlers get to finish when the worker stops; then they are aborted and their claims released. */
+const STOP_GRACE_MS = 1_000
+/** A stop that hangs anyway (a stuck close) must not keep an orphan alive. */
+const HARD_EXIT_MS = 5_000
+
+// Registered before the first await: a parent that dies while this process is still
+// opening the file disconnects before any later listener would exist.
+let stopping = false
+let stopNow: () => void = () => {}
+const stop = () => {
+  if (stopping) return
+  stopping = true
+  setTimeout(() => process.exit(1), HARD_EXIT_MS).unref()
+  stopNow()
+}
+process.on('message', (message) => message === 'stop' && stop())
+process.on('disconnect', stop)
+// Belt and braces: notice a parent that is gone even if the event was missed.
+setInterval(() => {
+  if (!process.connected) stop()
+}, 500).unref()
 
 const sleep = (ms: number, signal: AbortSignal) =>
   new Promise<void>((resolve, reject) => {
@@ -18,7 +44,7 @@ const sleep = (ms: number, signal: AbortSignal) =>
   })
 
 const orch = await createOrchestrator({ path })
-orch.tasks.work({
+const pool: WorkerPool = orch.tasks.work({
   worker,
   tenant,
   concurrency: 2,
@@ -62,15 +88,17 @@ function askModel(taskId: string, title: string, inject: '429' | 'timeout', sign
   })
 }
 
-// The demo's main process says when the run is over; a worker orphaned by a crashed main
-// stops by itself. close() drains the pool first.
-let stopping = false
-const stop = () => {
-  if (stopping) return
-  stopping = true
-  void orch.close().then(() => {
-    if (process.connected) process.disconnect()
-  })
+// Stop claiming, give running handlers STOP_GRACE_MS, abort and release the rest (their
+// tasks are ready again at once for the other workers), close the file, leave.
+stopNow = () => {
+  void pool
+    .stop({ timeoutMs: STOP_GRACE_MS })
+    .then(() => orch.close())
+    .finally(() => {
+      if (process.connected) process.disconnect()
+    })
 }
-process.on('message', (message) => message === 'stop' && stop())
-process.on('disconnect', stop)
+if (stopping || !process.connected) {
+  stopping = false
+  stop()
+}

@@ -27,6 +27,7 @@ import { InvalidInputError, LockstepError } from '../errors.js'
 import { toSession } from '../sessions.js'
 import { toRun, toTask } from '../task-board.js'
 import type { Orchestrator } from '../types.js'
+import { requireOptions, requireRecord } from '../validate.js'
 import { publicContext, replayActor, ReplayCache, type Replay } from './replay.js'
 import { statechartOf, takenTransition, type Statechart } from './statechart.js'
 import { InspectorStore, type JournalRowLite, type TaskRowFull } from './store.js'
@@ -73,6 +74,8 @@ export interface Inspector {
 }
 
 export const DEFAULT_INSPECTOR_PORT = 4600
+/** Every key InspectorOptions has: any other is refused (INVALID_INPUT naming it). */
+export const INSPECTOR_OPTIONS = ['port', 'host', 'token', 'pollMs', 'machines', 'stately'] as const satisfies ReadonlyArray<keyof InspectorOptions>
 const SESSION_STATUSES = ['idle', 'active', 'exhausted', 'archived', 'deleted'] as const
 const MAX_EVENT_CHARS = 16_384
 const SSE_EVENT_CHARS = 2_048
@@ -102,6 +105,7 @@ export async function startInspector(target: Orchestrator | string | { path: str
 async function statelyInspector(option: InspectorOptions['stately']): Promise<{ inspector: StatelyInspectorLike; owned: boolean } | null> {
   if (option === undefined || option === null) return null
   if (typeof option !== 'object') throw new InvalidInputError('stately must be { url } or { inspector }', { field: 'stately' })
+  requireOptions(option, 'stately', ['url', 'inspector'])
   if ('inspector' in option) {
     const i = option.inspector
     if (!i || typeof i.actor !== 'function' || typeof i.event !== 'function' || typeof i.snapshot !== 'function') {
@@ -140,8 +144,8 @@ export function isLoopbackHost(host: string): boolean {
   return h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h) || h === '::ffff:127.0.0.1'
 }
 
-function validateOptions(options: InspectorOptions): ValidOptions {
-  if (options === null || typeof options !== 'object') throw new InvalidInputError('options must be an object', { field: 'options' })
+function validateOptions(input: InspectorOptions): ValidOptions {
+  const options = requireOptions(input, 'options', INSPECTOR_OPTIONS) as InspectorOptions
   const port = options.port ?? DEFAULT_INSPECTOR_PORT
   if (!Number.isInteger(port) || port < 0 || port > 65_535) throw new InvalidInputError('port must be an integer 0..65535', { field: 'port' })
   const host = options.host ?? '127.0.0.1'
@@ -165,11 +169,11 @@ function validateOptions(options: InspectorOptions): ValidOptions {
     [TASK_MACHINE_ID, { machine: taskMachine as unknown as AnyStateMachine, version: TASK_MACHINE_VERSION }],
     [SESSION_MACHINE_ID, { machine: sessionMachine as unknown as AnyStateMachine, version: SESSION_MACHINE_VERSION }],
   ])
-  for (const [id, def] of Object.entries(options.machines ?? {})) {
-    if (!def || typeof def !== 'object' || !def.machine || typeof (def.machine as { transition?: unknown }).transition !== 'function' || !Number.isInteger(def.version)) {
+  for (const [id, def] of Object.entries(requireRecord(options.machines ?? {}, 'machines') as Record<string, { machine?: unknown; version?: unknown }>)) {
+    if (!def || typeof def !== 'object' || Object.keys(def).some((key) => key !== 'machine' && key !== 'version' && key !== 'migrations') || !def.machine || typeof (def.machine as { transition?: unknown }).transition !== 'function' || !Number.isInteger(def.version)) {
       throw new InvalidInputError(`machines.${id} must be { machine, version }`, { field: `machines.${id}` })
     }
-    machines.set(id, def)
+    machines.set(id, def as { machine: AnyStateMachine; version: number })
   }
   return { port, host, token, pollMs, machines }
 }

@@ -3,12 +3,12 @@
  * file, and the queries behind the JSON API. It never writes (the connection is opened
  * read-only and `query_only`), so inspecting a live board cannot change it.
  */
-import Database from 'better-sqlite3'
+import type Database from 'better-sqlite3'
+import { openReadOnlyDatabase } from '../../persistence/connection.js'
 import type { JournalRow } from '../../persistence/journal.js'
-import { SCHEMA_VERSION } from '../../persistence/migrations.js'
 import type { SessionRow } from '../../persistence/sessions.js'
 import type { RunRow, TaskRow } from '../../persistence/tasks.js'
-import { InvalidInputError, SchemaTooNewError, StoreOpenError } from '../errors.js'
+import { InvalidInputError } from '../errors.js'
 
 /** Journal rows as the journal table holds them. */
 export type JournalRowLite = JournalRow
@@ -78,28 +78,9 @@ export class InspectorStore {
     if (path === ':memory:') {
       throw new InvalidInputError('the inspector reads a database file; an in-memory orchestrator cannot be inspected', { field: 'path' })
     }
-    let db: Database.Database
-    try {
-      db = new Database(path, { readonly: true, fileMustExist: true })
-    } catch (error) {
-      throw new StoreOpenError(path, error)
-    }
-    try {
-      db.pragma('busy_timeout = 2000')
-      db.pragma('query_only = ON')
-      const version = db.pragma('user_version', { simple: true }) as number
-      if (version > SCHEMA_VERSION) throw new SchemaTooNewError(path, version, SCHEMA_VERSION)
-      if (version < 2) {
-        throw new InvalidInputError(`${path} is not a lockstep database (schema version ${version}); run 'lockstep init' or open it with createOrchestrator first`, {
-          field: 'path',
-          path,
-        })
-      }
-    } catch (error) {
-      db.close()
-      if ((error as { code?: string }).code === 'SQLITE_NOTADB') throw new StoreOpenError(path, error)
-      throw error
-    }
+    // Read-only, query_only, and only a lockstep file (schema 2, sessions, or newer): a
+    // missing, empty, foreign or corrupt file is STORE_OPEN_FAILED and left untouched.
+    const db = openReadOnlyDatabase(path, { minSchema: 2 })
     this.db = db
     this.s = {
       dataVersion: db.prepare('PRAGMA data_version').pluck(),
