@@ -242,7 +242,7 @@ describe('worker pools', () => {
     const child = await orch.tasks.create({ title: 'child', assignee: 'bot', parents: [parent.id] })
     const pool = orch.tasks.work({ worker: 'bot-1', assignee: 'bot', idlePollMs: 600_000, handler: async () => {} })
     await sleep(50) // the pool is idle now, and its safety poll is ten minutes away
-    await orch.tasks.complete((await orch.tasks.claim(parent.id, { worker: 'human' }))!)
+    await orch.tasks.complete((await orch.tasks.claim(parent.id, { worker: 'human', assignee: 'human' }))!)
     await waitFor(async () => (await statusOf(orch, child.id)) === 'done', 5_000)
     await pool.stop()
   })
@@ -272,7 +272,7 @@ describe('worker pools', () => {
     const t = await orch.tasks.create({ title: 't', maxAttempts: 3 })
     const pool = orch.tasks.work({ worker: 'w', handler: async () => ({ result: { when: new Date() } as never }) })
     await waitFor(async () => (await statusOf(orch, t.id)) === 'failed')
-    expect((await orch.tasks.get(t.id))!.lastError).toMatch(/handler returned an invalid result/)
+    expect((await orch.tasks.get(t.id))!.lastError).toBe('RESULT_REFUSED: INVALID_INPUT: result.when is not a plain object (Date)')
     await pool.stop()
   })
 
