@@ -273,9 +273,11 @@ export class TaskQueries {
     if (!stmt) {
       // INDEXED BY: without ANALYZE statistics SQLite would rather scan tasks_status and
       // sort every ready row; the partial indexes yield them already in claim order.
-      const order = 'ORDER BY priority DESC, created_at LIMIT @limit'
+      // rowid last: ties of one millisecond go to the older row, in every variant alike
+      // (it is the index's own last column, so no sort is added).
       const pick = (index: string, match: string) =>
-        `SELECT id, priority, created_at FROM tasks INDEXED BY ${index} WHERE status = 'ready' AND ${match} ${order}`
+        `SELECT id, priority, created_at, rowid AS seq FROM tasks INDEXED BY ${index} WHERE status = 'ready' AND ${match}
+         ORDER BY priority DESC, created_at, rowid LIMIT @limit`
       const assignee = who === 'named' ? 'assignee = @assignee' : 'assignee IS NULL'
       const sql =
         filter.tenant !== undefined
@@ -283,11 +285,11 @@ export class TaskQueries {
           : who !== 'any'
             ? pick('tasks_ready_by_assignee', assignee)
             : // Any assignee: merge the heads of the unassigned and the assigned orders.
-              `SELECT id, priority, created_at FROM (
+              `SELECT id FROM (
                  SELECT * FROM (${pick('tasks_ready_by_assignee', 'assignee IS NULL')})
                  UNION ALL
                  SELECT * FROM (${pick('tasks_ready_assigned', 'assignee IS NOT NULL')})
-               ) ${order}`
+               ) ORDER BY priority DESC, created_at, seq LIMIT @limit`
       stmt = this.db.prepare(sql)
       this.readyStatements.set(key, stmt)
     }
