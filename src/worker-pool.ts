@@ -120,13 +120,23 @@ interface ActiveRun {
 
 const MAX_LEASE_MS = 24 * 60 * 60 * 1000
 
+/** The board methods a pool calls: a board without them is refused up front, not with a TypeError later. */
+const BOARD_METHODS = ['claimNext', 'get', 'heartbeat', 'complete', 'fail', 'release', 'subscribe'] as const
+
 export function startWorkerPool(board: TaskBoard, options: WorkOptions, defaultLeaseMs: number): WorkerPool {
+  if (!v.isRecord(board) || BOARD_METHODS.some((method) => typeof (board as unknown as Record<string, unknown>)[method] !== 'function')) {
+    throw new InvalidInputError(`board must be a TaskBoard (with ${BOARD_METHODS.join(', ')})`, { field: 'board' })
+  }
   const o = v.requireOptions(options, 'work options', WORK_KEYS)
+  if (defaultLeaseMs === undefined || defaultLeaseMs === null) {
+    throw new InvalidInputError('defaultLeaseMs must be an integer from 1', { field: 'defaultLeaseMs' })
+  }
+  const defaultLease = v.optionalInt(defaultLeaseMs, 'defaultLeaseMs', 1, MAX_LEASE_MS, 0)
   if (typeof o.handler !== 'function') throw new InvalidInputError('handler must be a function', { field: 'handler' })
   if (o.onError !== undefined && typeof o.onError !== 'function') {
     throw new InvalidInputError('onError must be a function', { field: 'onError' })
   }
-  const leaseMs = v.optionalInt(o.leaseMs, 'leaseMs', 1, MAX_LEASE_MS, defaultLeaseMs)
+  const leaseMs = v.optionalInt(o.leaseMs, 'leaseMs', 1, MAX_LEASE_MS, defaultLease)
   const assignee = v.optionalString(o.assignee, 'assignee') ?? undefined
   const anyAssignee = v.optionalBoolean(o.anyAssignee, 'anyAssignee', false)
   if (assignee !== undefined && anyAssignee) {

@@ -5,6 +5,7 @@ import {
   HandlerTimeoutError,
   LeaseLostError,
   NonRetryableError,
+  startWorkerPool,
   TaskCancelledError,
   WorkerStoppedError,
   type Task,
@@ -435,5 +436,20 @@ describe('worker pool arguments (issue 9)', () => {
     await pool.stop()
     // Still checked once stopped.
     await expect(pool.stop(null as never)).rejects.toMatchObject({ code: 'INVALID_INPUT' })
+  })
+})
+
+describe('startWorkerPool arguments (issue 9)', () => {
+  it('a missing board or lease default is INVALID_INPUT, not a TypeError', async () => {
+    const orch = await open()
+    const options = { worker: 'w', handler: async () => {} }
+    expect(() => startWorkerPool(null as never, options, 1_000)).toThrow(expect.objectContaining({ code: 'INVALID_INPUT', details: { field: 'board' } }))
+    expect(() => startWorkerPool({} as never, options, 1_000)).toThrow(expect.objectContaining({ code: 'INVALID_INPUT' }))
+    expect(() => startWorkerPool(orch.tasks, options, undefined as never)).toThrow(
+      expect.objectContaining({ code: 'INVALID_INPUT', details: expect.objectContaining({ field: 'defaultLeaseMs' }) }),
+    )
+    expect(() => startWorkerPool(orch.tasks, null as never, 1_000)).toThrow(expect.objectContaining({ code: 'INVALID_INPUT' }))
+    const pool = startWorkerPool(orch.tasks, options, 1_000)
+    await pool.stop()
   })
 })
