@@ -52,19 +52,19 @@ const MAX_SUMMARY = 100_000
 
 /** The keys each input object accepts; any other key is INVALID_INPUT naming it (a typo or an option this version lacks must not be ignored). */
 const KEYS = {
-  create: ['title', 'body', 'assignee', 'tenant', 'priority', 'parents', 'payload', 'idempotencyKey', 'maxAttempts'],
-  claim: ['worker', 'leaseMs', 'assignee', 'anyAssignee'],
-  claimNext: ['worker', 'leaseMs', 'assignee', 'anyAssignee', 'tenant', 'idempotencyKey'],
-  heartbeat: ['leaseMs'],
-  complete: ['result', 'summary', 'metadata'],
-  fail: ['error', 'retryable'],
-  release: ['reason'],
+  create: ['title', 'body', 'assignee', 'tenant', 'priority', 'parents', 'payload', 'idempotencyKey', 'maxAttempts'] satisfies Array<keyof CreateTaskInput>,
+  claim: ['worker', 'leaseMs', 'assignee', 'anyAssignee'] satisfies Array<keyof ClaimOptions>,
+  claimNext: ['worker', 'leaseMs', 'assignee', 'anyAssignee', 'tenant', 'idempotencyKey'] satisfies Array<keyof ClaimNextOptions>,
+  heartbeat: ['leaseMs'] satisfies Array<keyof HeartbeatOptions>,
+  complete: ['result', 'summary', 'metadata'] satisfies Array<keyof CompleteInput>,
+  fail: ['error', 'retryable'] satisfies Array<keyof FailInput>,
+  release: ['reason'] satisfies Array<keyof ReleaseInput>,
   block: ['reason'],
   cancel: ['reason'],
-  list: ['status', 'assignee', 'tenant', 'limit', 'after'],
-  events: ['taskId', 'after', 'limit'],
-  subscribe: ['after', 'taskId'],
-} as const satisfies Record<string, readonly string[]>
+  list: ['status', 'assignee', 'tenant', 'limit', 'after'] satisfies Array<keyof ListFilter>,
+  events: ['taskId', 'after', 'limit'] satisfies Array<keyof EventsQuery>,
+  subscribe: ['after', 'taskId'] satisfies Array<keyof SubscribeOptions>,
+}
 
 /** Event fields the caller supplies; `at` and `facts` are added by the committed step. */
 type Command = TaskEvent extends infer E ? (E extends TaskEvent ? Omit<E, 'at' | 'facts'> : never) : never

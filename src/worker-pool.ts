@@ -314,7 +314,7 @@ class Pool implements WorkerPool {
         const error = new HandlerTimeoutError(claim.taskId, timeoutMs)
         this.settle(run, error)
         // A timeout is a failure of this attempt: retried with backoff while attempts are left.
-        this.fail(run, error.message, true).catch((e) => this.ignoreLeaseLost(e))
+        this.fail(run, error.message, true).catch((e) => this.ignoreNotOurs(e))
       }, timeoutMs)
     }
     this.runs.set(claim.runId, run)
@@ -351,7 +351,7 @@ class Pool implements WorkerPool {
       if (outcome.ok) await this.complete(run, outcome.value)
       else await this.fail(run, describe(outcome.error), !(outcome.error instanceof NonRetryableError))
     } catch (error) {
-      this.ignoreLeaseLost(error)
+      this.ignoreNotOurs(error)
     }
   }
 
@@ -400,8 +400,8 @@ class Pool implements WorkerPool {
     run.controller.abort(reason)
   }
 
-  private ignoreLeaseLost(error: unknown): void {
-    // Losing the race to a reclaim or cancel at the very end is expected; the fence did its job.
+  private ignoreNotOurs(error: unknown): void {
+    // Losing the race to a reclaim, cancel or close at the very end is expected; the fence did its job.
     if (!notOurs(error)) this.config.onError(error)
   }
 }
