@@ -112,6 +112,9 @@ const PROJECTION = [
   'completed_at',
 ] as const
 
+/** What the "any assignee" claim query merges on: the claim order, then rowid. */
+const MERGE_COLUMNS = 'id, priority, created_at, rowid AS seq'
+
 /** Statements prepared once per connection. */
 export class TaskQueries {
   private readonly s
@@ -272,23 +275,23 @@ export class TaskQueries {
     let stmt = this.readyStatements.get(key)
     if (!stmt) {
       // INDEXED BY: without ANALYZE statistics SQLite would rather scan tasks_status and
-      // sort every ready row; the partial indexes yield them already in claim order.
-      // rowid last: ties of one millisecond go to the older row, in every variant alike
-      // (it is the index's own last column, so no sort is added).
-      const pick = (index: string, match: string) =>
-        `SELECT id, priority, created_at, rowid AS seq FROM tasks INDEXED BY ${index} WHERE status = 'ready' AND ${match}
-         ORDER BY priority DESC, created_at, rowid LIMIT @limit`
+      // sort every ready row; the partial indexes yield them already in claim order (ties
+      // of one millisecond by rowid, the index's own last column).
+      const pick = (index: string, match: string, columns = 'id') =>
+        `SELECT ${columns} FROM tasks INDEXED BY ${index} WHERE status = 'ready' AND ${match}
+         ORDER BY priority DESC, created_at LIMIT @limit`
       const assignee = who === 'named' ? 'assignee = @assignee' : 'assignee IS NULL'
       const sql =
         filter.tenant !== undefined
           ? pick('tasks_ready_by_tenant', who === 'any' ? 'tenant = @tenant' : `tenant = @tenant AND ${assignee}`)
           : who !== 'any'
             ? pick('tasks_ready_by_assignee', assignee)
-            : // Any assignee: merge the heads of the unassigned and the assigned orders.
+            : // Any assignee: merge the heads of the unassigned and the assigned orders
+              // (the merge breaks ties by rowid too, as one index would).
               `SELECT id FROM (
-                 SELECT * FROM (${pick('tasks_ready_by_assignee', 'assignee IS NULL')})
+                 SELECT * FROM (${pick('tasks_ready_by_assignee', 'assignee IS NULL', MERGE_COLUMNS)})
                  UNION ALL
-                 SELECT * FROM (${pick('tasks_ready_assigned', 'assignee IS NOT NULL')})
+                 SELECT * FROM (${pick('tasks_ready_assigned', 'assignee IS NOT NULL', MERGE_COLUMNS)})
                ) ORDER BY priority DESC, created_at, seq LIMIT @limit`
       stmt = this.db.prepare(sql)
       this.readyStatements.set(key, stmt)
