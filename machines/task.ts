@@ -91,6 +91,11 @@ export interface TaskInput {
 
 export interface TaskContext {
   id: string
+  /**
+   * Who may claim the task (set by CREATE, never changed): only claims naming this
+   * assignee, or claims that ask for any assignee. Null: only claims that name none.
+   */
+  assignee: string | null
   maxAttempts: number
   backoffBaseMs: number
   backoffMaxMs: number
@@ -123,10 +128,10 @@ interface Fence {
 
 export type TaskEvent = Stamp &
   (
-    | { type: 'CREATE' }
+    | { type: 'CREATE'; assignee?: string | null }
     | { type: 'LINK'; parentId: string }
     | { type: 'UNLINK'; parentId: string }
-    | { type: 'CLAIM'; runId: string; token: string; worker: string; leaseMs: number; claimKey?: string | null }
+    | ({ type: 'CLAIM'; runId: string; token: string; worker: string; leaseMs: number; claimKey?: string | null } & Claimant)
     | ({ type: 'HEARTBEAT'; leaseMs?: number } & Fence)
     | ({ type: 'COMPLETE'; result?: unknown; summary?: string | null; metadata?: unknown } & Fence)
     | ({ type: 'FAIL'; error: string; retryable: boolean; jitter: number } & Fence)
@@ -144,6 +149,22 @@ export type TaskEvent = Stamp &
   )
 
 export type TaskEventType = TaskEvent['type']
+
+/** Whom a claim is for: the assignee it names (none: unassigned tasks), or any assignee. */
+export interface Claimant {
+  assignee?: string | null
+  anyAssignee?: boolean
+}
+
+/**
+ * The assignee rule, in one place: a task with an assignee is claimed only by a claim
+ * naming that assignee; a claim naming none takes unassigned tasks only, unless it asks
+ * for any assignee. The CLAIM guard applies it; the board uses it to say why a claim was
+ * refused, and its candidate query selects exactly the tasks it admits.
+ */
+export function assigneeAdmits(taskAssignee: string | null | undefined, claimant: Claimant): boolean {
+  return claimant.anyAssignee === true || (claimant.assignee ?? null) === (taskAssignee ?? null)
+}
 
 /** Exponential backoff before retry `attempt` (1-based count of failed attempts), with jitter in [0, 1). */
 export function retryDelayMs(baseMs: number, maxMs: number, attempt: number, jitter: number): number {
@@ -206,6 +227,7 @@ export const taskMachine = setup({
       }
     }),
     clearBlock: assign({ blockedByParent: null, blockedReason: null }),
+    setAssignee: assign({ assignee: ({ event }) => (event as E<'CREATE'>).assignee ?? null }),
     manualBlock: assign(({ event }) => ({
       blockedReason: (event as E<'BLOCK'>).reason,
       blockedByParent: null,
@@ -224,6 +246,7 @@ export const taskMachine = setup({
       event.at >= context.leaseExpiresAt,
     attemptsLeft: ({ context }) => context.attempts < context.maxAttempts,
     retryable: ({ event }) => event.type === 'FAIL' && event.retryable,
+    assigneeAdmits: ({ context, event }) => event.type === 'CLAIM' && assigneeAdmits(context.assignee, event),
     blockedByThisParent: ({ context, event }) =>
       'parentId' in event && context.blockedByParent === event.parentId,
   },
@@ -234,6 +257,7 @@ export const taskMachine = setup({
   id: 'task',
   context: ({ input }) => ({
     id: input.id,
+    assignee: null,
     maxAttempts: input.maxAttempts,
     backoffBaseMs: input.backoffBaseMs,
     backoffMaxMs: input.backoffMaxMs,
@@ -255,9 +279,9 @@ export const taskMachine = setup({
     created: {
       on: {
         CREATE: [
-          { guard: 'hasFailedParent', target: 'blocked', actions: ['blockByParent', j('created')] },
-          { guard: 'allParentsDone', target: 'ready', actions: j('created') },
-          { target: 'todo', actions: j('created') },
+          { guard: 'hasFailedParent', target: 'blocked', actions: ['setAssignee', 'blockByParent', j('created')] },
+          { guard: 'allParentsDone', target: 'ready', actions: ['setAssignee', j('created')] },
+          { target: 'todo', actions: ['setAssignee', j('created')] },
         ],
       },
     },
@@ -280,17 +304,19 @@ export const taskMachine = setup({
     /** Claimable: the only state CLAIM can succeed from, and only through the gate. */
     ready: {
       on: {
+        // A claim the assignee rule does not admit is no claim at all: refused, nothing
+        // journaled, nothing demoted.
         CLAIM: [
           // The claim gate. A task can be `ready` while a parent is unfinished when a
           // link raced the promotion; the claim re-checks the parents it reads now,
           // refuses, and demotes (seed 002).
           {
-            guard: 'hasFailedParent',
+            guard: and(['assigneeAdmits', 'hasFailedParent']),
             target: 'blocked',
             actions: ['blockByParent', j('claim_rejected', 'blocked')],
           },
           {
-            guard: 'allParentsDone',
+            guard: and(['assigneeAdmits', 'allParentsDone']),
             target: 'running',
             actions: [
               assign(({ context, event }) => {
@@ -318,7 +344,7 @@ export const taskMachine = setup({
               j('claimed'),
             ],
           },
-          { target: 'todo', actions: j('claim_rejected') },
+          { guard: 'assigneeAdmits', target: 'todo', actions: j('claim_rejected') },
         ],
         PARENT_FAILED: { target: 'blocked', actions: ['blockByParent', j('blocked')] },
         LINK: [

@@ -159,6 +159,30 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE UNIQUE INDEX runs_claim_key ON runs (claim_key) WHERE claim_key IS NOT NULL;
     `,
   },
+  {
+    version: 5,
+    name: 'exclusive assignees',
+    sql: `
+      -- An assignee is exclusive: a claim naming none takes unassigned tasks only, so the
+      -- claim order must be indexed per assignee including "none" (NULL), and per tenant
+      -- and assignee. Every ready row still sits in as many ready indexes as before:
+      -- unassigned rows in one (plus tenant), assigned rows in two (plus tenant).
+      DROP INDEX tasks_ready;
+      DROP INDEX tasks_ready_assignee;
+      DROP INDEX tasks_ready_tenant;
+      CREATE INDEX tasks_ready_by_assignee ON tasks (assignee, priority DESC, created_at) WHERE status = 'ready';
+      -- Claim order across assignees, for claims that ask for any assignee (merged with
+      -- the unassigned rows of tasks_ready_by_assignee).
+      CREATE INDEX tasks_ready_assigned ON tasks (priority DESC, created_at)
+        WHERE status = 'ready' AND assignee IS NOT NULL;
+      CREATE INDEX tasks_ready_by_tenant ON tasks (tenant, assignee, priority DESC, created_at)
+        WHERE status = 'ready' AND tenant IS NOT NULL;
+      -- The task machine's CLAIM guard reads the assignee from the snapshot's context now;
+      -- snapshots written before this version do not hold it yet.
+      UPDATE tasks SET snapshot = json_set(snapshot, '$.context.assignee', assignee)
+        WHERE version > 0 AND json_type(snapshot, '$.context.assignee') IS NULL;
+    `,
+  },
 ]
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version

@@ -74,6 +74,15 @@ export interface NewTaskRow {
   maxAttempts: number
 }
 
+/** Which ready tasks a claimNext looks at. */
+export interface ReadyFilter {
+  /** Only this assignee's tasks; without it (and without anyAssignee) only unassigned ones. */
+  assignee?: string
+  /** Tasks of every assignee and none. */
+  anyAssignee?: boolean
+  tenant?: string
+}
+
 export interface TaskFilter {
   status?: TaskStatus
   assignee?: string
@@ -102,6 +111,9 @@ const PROJECTION = [
   'last_error',
   'completed_at',
 ] as const
+
+/** What the "any assignee" claim query merges on: the claim order, then rowid. */
+const MERGE_COLUMNS = 'id, priority, created_at, rowid AS seq'
 
 /** Statements prepared once per connection. */
 export class TaskQueries {
@@ -142,6 +154,7 @@ export class TaskQueries {
       recordResult: db.prepare('UPDATE tasks SET result = ?, summary = ? WHERE id = ?'),
       byId: db.prepare(`SELECT ${TASK_COLUMNS} FROM tasks t WHERE t.id = ?`),
       exists: db.prepare('SELECT 1 FROM tasks WHERE id = ?'),
+      runExists: db.prepare('SELECT 1 FROM runs WHERE task_id = ? AND id = ?'),
       byIdempotencyKey: db.prepare('SELECT id FROM tasks WHERE idempotency_key = ?'),
       runs: db.prepare('SELECT * FROM runs WHERE task_id = ? ORDER BY started_at, attempt'),
       // The run a claim key opened, whether the task is still held by it, and its token.
@@ -160,6 +173,11 @@ export class TaskQueries {
 
   exists(id: string): boolean {
     return this.s.exists.get(id) !== undefined
+  }
+
+  /** Did this task ever have this run (open or closed)? */
+  runExists(taskId: string, runId: string): boolean {
+    return this.s.runExists.get(taskId, runId) !== undefined
   }
 
   byIdempotencyKey(key: string): string | null {
@@ -244,26 +262,45 @@ export class TaskQueries {
     return this.db.prepare(sql).all(...params, filter.limit) as TaskRow[]
   }
 
-  /** Ready tasks in claim order: highest priority first, then oldest. */
-  readyCandidates(filter: { assignee?: string; tenant?: string }, limit: number): string[] {
-    const key = filter.assignee !== undefined ? 'assignee' : filter.tenant !== undefined ? 'tenant' : 'any'
+  /**
+   * Ready tasks a claim may take (see `assigneeAdmits` in machines/task.ts), in claim
+   * order: highest priority first, then oldest. Each variant reads a partial index that
+   * yields exactly those tasks already in that order, so a generic pool is never slowed
+   * by other assignees' work; only "any assignee within a tenant" sorts that tenant's
+   * ready rows.
+   */
+  readyCandidates(filter: ReadyFilter, limit: number): string[] {
+    const who = filter.anyAssignee ? 'any' : filter.assignee !== undefined ? 'named' : 'unassigned'
+    const key = `${who}/${filter.tenant !== undefined ? 'tenant' : 'all'}`
     let stmt = this.readyStatements.get(key)
     if (!stmt) {
       // INDEXED BY: without ANALYZE statistics SQLite would rather scan tasks_status and
-      // sort every ready row; the partial index yields them already in claim order.
-      const [index, match] =
-        key === 'assignee'
-          ? ['tasks_ready_assignee', 'assignee = @assignee AND (@tenant IS NULL OR tenant = @tenant)']
-          : key === 'tenant'
-            ? ['tasks_ready_tenant', 'tenant = @tenant']
-            : ['tasks_ready', '1']
-      stmt = this.db.prepare(
-        `SELECT id FROM tasks INDEXED BY ${index} WHERE status = 'ready' AND ${match}
-         ORDER BY priority DESC, created_at LIMIT @limit`,
-      )
+      // sort every ready row; the partial indexes yield them already in claim order (ties
+      // of one millisecond by rowid, the index's own last column).
+      const pick = (index: string, match: string, columns = 'id') =>
+        `SELECT ${columns} FROM tasks INDEXED BY ${index} WHERE status = 'ready' AND ${match}
+         ORDER BY priority DESC, created_at LIMIT @limit`
+      const assignee = who === 'named' ? 'assignee = @assignee' : 'assignee IS NULL'
+      const sql =
+        filter.tenant !== undefined
+          ? pick('tasks_ready_by_tenant', who === 'any' ? 'tenant = @tenant' : `tenant = @tenant AND ${assignee}`)
+          : who !== 'any'
+            ? pick('tasks_ready_by_assignee', assignee)
+            : // Any assignee: merge the heads of the unassigned and the assigned orders
+              // (the merge breaks ties by rowid too, as one index would).
+              `SELECT id FROM (
+                 SELECT * FROM (${pick('tasks_ready_by_assignee', 'assignee IS NULL', MERGE_COLUMNS)})
+                 UNION ALL
+                 SELECT * FROM (${pick('tasks_ready_assigned', 'assignee IS NOT NULL', MERGE_COLUMNS)})
+               ) ORDER BY priority DESC, created_at, seq LIMIT @limit`
+      stmt = this.db.prepare(sql)
       this.readyStatements.set(key, stmt)
     }
-    const rows = stmt.all({ assignee: filter.assignee ?? null, tenant: filter.tenant ?? null, limit }) as Array<{ id: string }>
+    const rows = stmt.all({
+      ...(key.endsWith('/tenant') ? { tenant: filter.tenant } : {}),
+      ...(who === 'named' ? { assignee: filter.assignee } : {}),
+      limit,
+    }) as Array<{ id: string }>
     return rows.map((r) => r.id)
   }
   private readonly readyStatements = new Map<string, ReturnType<Db['prepare']>>()

@@ -25,6 +25,9 @@ export type LockstepErrorCode =
   | 'TASK_CANCELLED'
   | 'HANDLER_TIMEOUT'
   | 'WORKER_STOPPED'
+  | 'RUN_NOT_FOUND'
+  | 'ASSIGNEE_MISMATCH'
+  | 'RESULT_REFUSED'
 
 export class LockstepError extends Error {
   readonly code: LockstepErrorCode
@@ -78,6 +81,44 @@ export class LeaseLostError extends LockstepError {
       runId,
       state,
     })
+  }
+}
+
+/**
+ * A claim names a run the task never had (a mistyped or made-up run id). A run that
+ * existed but is no longer held is LEASE_LOST instead.
+ */
+export class RunNotFoundError extends LockstepError {
+  constructor(readonly taskId: string, readonly runId: string) {
+    super('RUN_NOT_FOUND', `task ${taskId} has no run ${JSON.stringify(runId)}`, { taskId, runId })
+  }
+}
+
+/**
+ * A claim by id for a task the assignee rule does not give to this claimant: the task is
+ * assigned to someone else, or the claim names an assignee the task does not have.
+ */
+export class AssigneeMismatchError extends LockstepError {
+  constructor(readonly taskId: string, readonly assignee: string | null, readonly claimant: string | null) {
+    super(
+      'ASSIGNEE_MISMATCH',
+      assignee === null
+        ? `task ${taskId} has no assignee; a claim naming assignee ${JSON.stringify(claimant)} takes only that assignee's tasks`
+        : `task ${taskId} is assigned to ${JSON.stringify(assignee)}: only a claim naming that assignee (or anyAssignee) may take it` +
+            (claimant === null ? '' : `, not ${JSON.stringify(claimant)}`),
+      { taskId, assignee, claimant },
+    )
+  }
+}
+
+/**
+ * A worker pool's handler returned a result the board refused (not JSON, too deep, too
+ * large, an unknown key, ...). The pool fails the run without retry; the run's error text
+ * starts with \`RESULT_REFUSED: <code of the refusal>: \`.
+ */
+export class ResultRefusedError extends LockstepError {
+  constructor(readonly taskId: string, readonly runId: string, readonly refusal: string, reason: string) {
+    super('RESULT_REFUSED', `${refusal}: ${reason}`, { taskId, runId, refusal })
   }
 }
 

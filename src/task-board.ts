@@ -6,16 +6,18 @@
  */
 import type { AnyMachineSnapshot } from 'xstate'
 import type { TaskContext, TaskEvent } from '../machines/task.js'
-import { TASK_MACHINE_ID } from '../machines/task.js'
+import { assigneeAdmits, TASK_MACHINE_ID, type Claimant } from '../machines/task.js'
 import { withBusyRetry } from '../persistence/connection.js'
 import type { Kernel, StepResult, StepTx } from '../persistence/kernel.js'
 import type { RunRow, TaskQueries, TaskRow } from '../persistence/tasks.js'
 import {
+  AssigneeMismatchError,
   DependencyCycleError,
   InvalidInputError,
   InvalidTransitionError,
   LeaseLostError,
   LinkNotFoundError,
+  RunNotFoundError,
   TaskNotFoundError,
 } from './errors.js'
 import { newId, newToken } from './ids.js'
@@ -28,15 +30,18 @@ import type {
   CreateTaskInput,
   EventsQuery,
   FailInput,
+  HeartbeatOptions,
   Json,
   JournalEntry,
   ListFilter,
+  ReleaseInput,
   Run,
   SubscribeOptions,
   Task,
   TaskBoard,
   TaskDefaults,
 } from './types.js'
+import { MAX_ERROR_LENGTH } from './types.js'
 import * as v from './validate.js'
 import { startWorkerPool, type WorkerPool, type WorkOptions } from './worker-pool.js'
 
@@ -44,7 +49,22 @@ const MAX_LEASE_MS = 24 * 60 * 60 * 1000
 const MAX_TITLE = 1_000
 const MAX_BODY = 100_000
 const MAX_SUMMARY = 100_000
-const MAX_ERROR = 100_000
+
+/** The keys each input object accepts; any other key is INVALID_INPUT naming it (a typo or an option this version lacks must not be ignored). */
+const KEYS = {
+  create: ['title', 'body', 'assignee', 'tenant', 'priority', 'parents', 'payload', 'idempotencyKey', 'maxAttempts'] satisfies Array<keyof CreateTaskInput>,
+  claim: ['worker', 'leaseMs', 'assignee', 'anyAssignee'] satisfies Array<keyof ClaimOptions>,
+  claimNext: ['worker', 'leaseMs', 'assignee', 'anyAssignee', 'tenant', 'idempotencyKey'] satisfies Array<keyof ClaimNextOptions>,
+  heartbeat: ['leaseMs'] satisfies Array<keyof HeartbeatOptions>,
+  complete: ['result', 'summary', 'metadata'] satisfies Array<keyof CompleteInput>,
+  fail: ['error', 'retryable'] satisfies Array<keyof FailInput>,
+  release: ['reason'] satisfies Array<keyof ReleaseInput>,
+  block: ['reason'],
+  cancel: ['reason'],
+  list: ['status', 'assignee', 'tenant', 'limit', 'after'] satisfies Array<keyof ListFilter>,
+  events: ['taskId', 'after', 'limit'] satisfies Array<keyof EventsQuery>,
+  subscribe: ['after', 'taskId'] satisfies Array<keyof SubscribeOptions>,
+}
 
 /** Event fields the caller supplies; `at` and `facts` are added by the committed step. */
 type Command = TaskEvent extends infer E ? (E extends TaskEvent ? Omit<E, 'at' | 'facts'> : never) : never
@@ -77,7 +97,7 @@ export class SqliteTaskBoard implements TaskBoard {
   }
 
   async create(input: CreateTaskInput): Promise<Task> {
-    const i = v.requireRecord(input, 'create input')
+    const i = v.requireOptions(input, 'create input', KEYS.create)
     const row = {
       id: newId('t'),
       title: v.requireString(i.title, 'title', MAX_TITLE),
@@ -110,6 +130,7 @@ export class SqliteTaskBoard implements TaskBoard {
           type: 'CREATE',
           title: row.title,
           body: row.body,
+          // The machine keeps the assignee: its CLAIM guard applies the assignee rule.
           assignee: row.assignee,
           tenant: row.tenant,
           priority: row.priority,
@@ -149,18 +170,20 @@ export class SqliteTaskBoard implements TaskBoard {
 
   async claim(taskId: string, options: ClaimOptions): Promise<Claim | null> {
     const id = v.requireString(taskId, 'taskId')
-    const { worker, leaseMs } = this.claimOptions(options)
+    const o = v.requireOptions(options, 'claim options', KEYS.claim)
+    const { worker, leaseMs, claimant } = this.claimOptions(o)
     return this.write((tx) => {
       this.mustExist(id)
-      return this.tryClaim(tx, id, worker, leaseMs)
+      return this.tryClaim(tx, id, worker, leaseMs, claimant)
     })
   }
 
   async claimNext(options: ClaimNextOptions): Promise<Claim | null> {
-    const o = v.requireRecord(options, 'claimNext options')
-    const { worker, leaseMs } = this.claimOptions(options)
+    const o = v.requireOptions(options, 'claimNext options', KEYS.claimNext)
+    const { worker, leaseMs, claimant } = this.claimOptions(o)
     const filter = {
-      assignee: v.optionalString(o.assignee, 'assignee') ?? undefined,
+      assignee: claimant.assignee ?? undefined,
+      anyAssignee: claimant.anyAssignee,
       tenant: v.optionalString(o.tenant, 'tenant') ?? undefined,
     }
     const claimKey = v.optionalString(o.idempotencyKey, 'idempotencyKey')
@@ -182,20 +205,22 @@ export class SqliteTaskBoard implements TaskBoard {
         }
       }
       // A candidate the gate refuses is demoted inside this same transaction, so the loop
-      // always makes progress and ends. One candidate per query: the first nearly always wins.
+      // always makes progress and ends. Candidates are only tasks the assignee rule
+      // admits (a refusal by that rule throws rather than loop). One candidate per query:
+      // the first nearly always wins.
       for (;;) {
         const [id] = this.q.readyCandidates(filter, 1)
         if (id === undefined) return null
-        const claim = this.tryClaim(tx, id, worker, leaseMs, claimKey)
+        const claim = this.tryClaim(tx, id, worker, leaseMs, claimant, claimKey)
         if (claim) return claim
       }
     })
   }
 
-  async heartbeat(claim: Claim, options: { leaseMs?: number } = {}): Promise<Claim> {
+  async heartbeat(claim: Claim, options: HeartbeatOptions = {}): Promise<Claim> {
     const c = this.claimShape(claim)
-    const leaseMs =
-      options.leaseMs === undefined ? undefined : v.optionalInt(options.leaseMs, 'leaseMs', 1, MAX_LEASE_MS, 0)
+    const o = v.requireOptions(options, 'heartbeat options', KEYS.heartbeat)
+    const leaseMs = o.leaseMs === undefined ? undefined : v.optionalInt(o.leaseMs, 'leaseMs', 1, MAX_LEASE_MS, 0)
     return this.write((tx) => {
       const after = this.fenced(tx, c, { type: 'HEARTBEAT', runId: c.runId, token: c.token, leaseMs })
       const context = after.context as TaskContext
@@ -205,7 +230,7 @@ export class SqliteTaskBoard implements TaskBoard {
 
   async complete(claim: Claim, input: CompleteInput = {}): Promise<Task> {
     const c = this.claimShape(claim)
-    const i = v.requireRecord(input, 'complete input')
+    const i = v.requireOptions(input, 'complete input', KEYS.complete)
     const result = v.jsonValue(i.result, 'result', this.maxPayloadBytes)
     const metadata = v.jsonValue(i.metadata, 'metadata', this.maxPayloadBytes)
     const summary = v.optionalText(i.summary, 'summary', MAX_SUMMARY)
@@ -224,9 +249,9 @@ export class SqliteTaskBoard implements TaskBoard {
 
   async fail(claim: Claim, input: FailInput): Promise<Task> {
     const c = this.claimShape(claim)
-    const i = v.requireRecord(input, 'fail input')
+    const i = v.requireOptions(input, 'fail input', KEYS.fail)
     const error = i.error instanceof Error ? i.error.message || i.error.name : i.error
-    const message = v.optionalText(error, 'error', MAX_ERROR)
+    const message = v.optionalText(error, 'error', MAX_ERROR_LENGTH)
     if (message === null) throw new InvalidInputError('error must be a string or an Error', { field: 'error' })
     const retryable = v.optionalBoolean(i.retryable, 'retryable', true)
     return this.write((tx) => {
@@ -235,9 +260,9 @@ export class SqliteTaskBoard implements TaskBoard {
     }).then((id) => this.mustGet(id))
   }
 
-  async release(claim: Claim, input: { reason?: string | null } = {}): Promise<Task> {
+  async release(claim: Claim, input: ReleaseInput = {}): Promise<Task> {
     const c = this.claimShape(claim)
-    const reason = v.optionalText(v.requireRecord(input, 'release input').reason, 'reason', MAX_SUMMARY)
+    const reason = v.optionalText(v.requireOptions(input, 'release input', KEYS.release).reason, 'reason', MAX_SUMMARY)
     return this.write((tx) => {
       this.fenced(tx, c, { type: 'RELEASE', runId: c.runId, token: c.token, reason })
       return c.taskId
@@ -246,7 +271,7 @@ export class SqliteTaskBoard implements TaskBoard {
 
   async block(taskId: string, input: { reason: string }): Promise<Task> {
     const id = v.requireString(taskId, 'taskId')
-    const reason = v.requireString(v.requireRecord(input, 'block input').reason, 'reason', MAX_SUMMARY)
+    const reason = v.requireString(v.requireOptions(input, 'block input', KEYS.block).reason, 'reason', MAX_SUMMARY)
     return this.simple(id, { type: 'BLOCK', reason })
   }
 
@@ -256,7 +281,7 @@ export class SqliteTaskBoard implements TaskBoard {
 
   async cancel(taskId: string, input: { reason?: string | null } = {}): Promise<Task> {
     const id = v.requireString(taskId, 'taskId')
-    const reason = v.optionalText(v.requireRecord(input, 'cancel input').reason, 'reason', MAX_SUMMARY)
+    const reason = v.optionalText(v.requireOptions(input, 'cancel input', KEYS.cancel).reason, 'reason', MAX_SUMMARY)
     return this.simple(id, { type: 'CANCEL', reason })
   }
 
@@ -277,7 +302,7 @@ export class SqliteTaskBoard implements TaskBoard {
   }
 
   async list(filter: ListFilter = {}): Promise<Task[]> {
-    const f = v.requireRecord(filter, 'list filter')
+    const f = v.requireOptions(filter, 'list filter', KEYS.list)
     const query = {
       status: v.status(f.status),
       assignee: v.optionalString(f.assignee, 'assignee') ?? undefined,
@@ -297,7 +322,7 @@ export class SqliteTaskBoard implements TaskBoard {
   }
 
   async events(query: EventsQuery = {}): Promise<JournalEntry[]> {
-    const q = v.requireRecord(query, 'events query')
+    const q = v.requireOptions(query, 'events query', KEYS.events)
     const page = {
       machineId: TASK_MACHINE_ID,
       actorId: v.optionalString(q.taskId, 'taskId') ?? undefined,
@@ -317,7 +342,7 @@ export class SqliteTaskBoard implements TaskBoard {
 
   subscribe(listener: (entry: JournalEntry) => void, options: SubscribeOptions = {}) {
     if (typeof listener !== 'function') throw new InvalidInputError('listener must be a function', { field: 'listener' })
-    const o = v.requireRecord(options, 'subscribe options')
+    const o = v.requireOptions(options, 'subscribe options', KEYS.subscribe)
     return this.options.feed.subscribe(listener, {
       after: o.after === undefined ? undefined : v.optionalInt(o.after, 'after', 0, Number.MAX_SAFE_INTEGER, 0),
       machineId: TASK_MACHINE_ID,
@@ -358,11 +383,17 @@ export class SqliteTaskBoard implements TaskBoard {
     return toTask(row)
   }
 
-  private claimOptions(options: ClaimOptions): { worker: string; leaseMs: number } {
-    const o = v.requireRecord(options, 'claim options')
+  /** The options claim and claimNext share, from an object already checked for unknown keys. */
+  private claimOptions(o: Record<string, unknown>): { worker: string; leaseMs: number; claimant: Claimant } {
+    const assignee = v.optionalString(o.assignee, 'assignee')
+    const anyAssignee = v.optionalBoolean(o.anyAssignee, 'anyAssignee', false)
+    if (assignee !== null && anyAssignee) {
+      throw new InvalidInputError('assignee and anyAssignee exclude each other: name one assignee, or ask for any', { field: 'anyAssignee' })
+    }
     return {
       worker: v.requireString(o.worker, 'worker'),
       leaseMs: v.optionalInt(o.leaseMs, 'leaseMs', 1, MAX_LEASE_MS, this.defaults.leaseMs),
+      claimant: anyAssignee ? { anyAssignee: true } : { assignee },
     }
   }
 
@@ -378,19 +409,39 @@ export class SqliteTaskBoard implements TaskBoard {
     }
   }
 
-  private tryClaim(tx: StepTx, id: string, worker: string, leaseMs: number, claimKey: string | null = null): Claim | null {
+  private tryClaim(
+    tx: StepTx,
+    id: string,
+    worker: string,
+    leaseMs: number,
+    claimant: Claimant,
+    claimKey: string | null = null,
+  ): Claim | null {
     const runId = newId('r')
     const token = newToken()
-    const step = this.send(tx, id, { type: 'CLAIM', runId, token, worker, leaseMs, claimKey })
-    if (!step.accepted || step.snapshot.value !== 'running') return null
+    const step = this.send(tx, id, { type: 'CLAIM', runId, token, worker, leaseMs, claimKey, ...claimant })
+    if (!step.accepted) {
+      // Not ready (null), or not this claimant's task whatever its state: that is no race
+      // to retry, so it is an error that says whose task it is.
+      const assignee = (step.snapshot.context as Partial<TaskContext>).assignee ?? null
+      if (!assigneeAdmits(assignee, claimant)) throw new AssigneeMismatchError(id, assignee, claimant.assignee ?? null)
+      return null
+    }
+    if (step.snapshot.value !== 'running') return null
     const context = step.snapshot.context as TaskContext
     return { taskId: id, runId, token, worker, leaseExpiresAt: context.leaseExpiresAt!, attempt: context.attempts }
   }
 
-  /** A fenced command: refused means the claim is stale (LEASE_LOST). */
+  /**
+   * A fenced command: refused means the claim is stale (LEASE_LOST), or names a run the
+   * task never had (RUN_NOT_FOUND: looked up only on refusal, so the fence costs nothing more).
+   */
   private fenced(tx: StepTx, claim: Claim, event: Command): AnyMachineSnapshot {
     const step = this.send(tx, claim.taskId, event)
-    if (!step.accepted) throw new LeaseLostError(claim.taskId, claim.runId, step.stateBefore)
+    if (!step.accepted) {
+      if (!this.q.runExists(claim.taskId, claim.runId)) throw new RunNotFoundError(claim.taskId, claim.runId)
+      throw new LeaseLostError(claim.taskId, claim.runId, step.stateBefore)
+    }
     return step.snapshot
   }
 

@@ -75,10 +75,18 @@ export interface ClaimOptions {
   worker: string
   /** Lease length; heartbeat before it lapses or the task is reclaimed (default 30 s). */
   leaseMs?: number
+  /**
+   * Assignees are exclusive: a task with an assignee is claimed only by a claim naming
+   * that assignee, and a claim naming none takes only unassigned tasks (unless
+   * `anyAssignee`). Claiming by id a task that is not this claim's is ASSIGNEE_MISMATCH.
+   */
+  assignee?: string
+  /** Take tasks of any assignee, and unassigned ones (cannot be combined with `assignee`). */
+  anyAssignee?: boolean
 }
 
 export interface ClaimNextOptions extends ClaimOptions {
-  assignee?: string
+  /** Only tasks of this tenant (a filter: without it, tasks of every tenant). */
   tenant?: string
   /**
    * A retried claimNext with the same key returns the claim the first one made (while it
@@ -92,6 +100,18 @@ export interface CompleteInput {
   summary?: string | null
   metadata?: Json | null
 }
+
+export interface HeartbeatOptions {
+  /** A new lease length from now (default: the claim's current one). */
+  leaseMs?: number
+}
+
+export interface ReleaseInput {
+  reason?: string | null
+}
+
+/** The longest error text `fail()` accepts; a worker pool truncates what it records to this. */
+export const MAX_ERROR_LENGTH = 100_000
 
 export interface FailInput {
   error: string | Error
@@ -164,16 +184,19 @@ export interface TaskBoard {
   create(input: CreateTaskInput): Promise<Task>
   link(parentId: string, childId: string): Promise<Task>
   unlink(parentId: string, childId: string): Promise<Task>
-  /** Claim one task. `null` means it is not claimable now (taken, gated, not ready). */
+  /**
+   * Claim one task. `null` means it is not claimable now (taken, gated, not ready);
+   * ASSIGNEE_MISMATCH means it is never this claim's (see ClaimOptions.assignee).
+   */
   claim(taskId: string, options: ClaimOptions): Promise<Claim | null>
-  /** Claim the highest-priority, oldest ready task that matches. `null` when there is none. */
+  /** Claim the highest-priority, oldest ready task this claim may take. `null` when there is none. */
   claimNext(options: ClaimNextOptions): Promise<Claim | null>
-  /** Extend the lease. A stale claim gets LEASE_LOST. */
-  heartbeat(claim: Claim, options?: { leaseMs?: number }): Promise<Claim>
+  /** Extend the lease. A stale claim gets LEASE_LOST; a run id the task never had, RUN_NOT_FOUND. */
+  heartbeat(claim: Claim, options?: HeartbeatOptions): Promise<Claim>
   complete(claim: Claim, input?: CompleteInput): Promise<Task>
   fail(claim: Claim, input: FailInput): Promise<Task>
   /** Give a claimed task back: `ready` again at once, run outcome `released`, the attempt not counted. */
-  release(claim: Claim, input?: { reason?: string | null }): Promise<Task>
+  release(claim: Claim, input?: ReleaseInput): Promise<Task>
   block(taskId: string, input: { reason: string }): Promise<Task>
   unblock(taskId: string): Promise<Task>
   cancel(taskId: string, input?: { reason?: string | null }): Promise<Task>

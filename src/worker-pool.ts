@@ -12,15 +12,18 @@
  */
 import PQueue from 'p-queue'
 import {
+  ClosedError,
   HandlerTimeoutError,
   InvalidInputError,
   LeaseLostError,
   LockstepError,
   NonRetryableError,
+  ResultRefusedError,
+  StoreBusyError,
   TaskCancelledError,
   WorkerStoppedError,
 } from './errors.js'
-import type { Claim, CompleteInput, Json, JournalEntry, Task, TaskBoard } from './types.js'
+import { MAX_ERROR_LENGTH, type Claim, type CompleteInput, type JournalEntry, type Task, type TaskBoard } from './types.js'
 import * as v from './validate.js'
 
 export interface HandlerContext {
@@ -34,7 +37,10 @@ export interface HandlerContext {
   claim: Claim
 }
 
-/** What a handler returns (or nothing). Throwing fails the run instead. */
+/**
+ * What a handler returns: nothing, or `{ result?, summary?, metadata? }`. Throwing fails
+ * the run instead; a value the board refuses fails it without retry (RESULT_REFUSED).
+ */
 export type HandlerResult = CompleteInput | void | undefined
 
 export type TaskHandler = (task: Task, context: HandlerContext) => Promise<HandlerResult>
@@ -42,7 +48,14 @@ export type TaskHandler = (task: Task, context: HandlerContext) => Promise<Handl
 export interface WorkOptions {
   /** This pool's worker name, recorded on every claim and run. */
   worker: string
+  /**
+   * Claim this assignee's tasks only. Without it the pool takes unassigned tasks only
+   * (assignees are exclusive), unless `anyAssignee`.
+   */
   assignee?: string
+  /** Claim tasks of every assignee and unassigned ones (cannot be combined with `assignee`). */
+  anyAssignee?: boolean
+  /** Claim only this tenant's tasks. */
   tenant?: string
   /** Handlers running at once (default 1). */
   concurrency?: number
@@ -70,8 +83,30 @@ export interface WorkerPool {
    * `stopTimeoutMs`), then abort what is left and release its claims so the tasks are
    * `ready` again at once. Resolves when done; idempotent.
    */
-  stop(options?: { timeoutMs?: number }): Promise<void>
+  stop(options?: StopOptions): Promise<void>
 }
+
+export interface StopOptions {
+  /** How long to wait for running handlers (default: the pool's stopTimeoutMs). */
+  timeoutMs?: number
+}
+
+/** The keys each options object accepts; any other key is INVALID_INPUT naming it. */
+const WORK_KEYS = [
+  'worker',
+  'assignee',
+  'anyAssignee',
+  'tenant',
+  'concurrency',
+  'leaseMs',
+  'heartbeatMs',
+  'timeoutMs',
+  'stopTimeoutMs',
+  'idlePollMs',
+  'handler',
+  'onError',
+] as const satisfies ReadonlyArray<keyof WorkOptions>
+const STOP_KEYS = ['timeoutMs'] as const satisfies ReadonlyArray<keyof StopOptions>
 
 interface ActiveRun {
   claim: Claim
@@ -85,13 +120,32 @@ interface ActiveRun {
 
 const MAX_LEASE_MS = 24 * 60 * 60 * 1000
 
+/** The board methods a pool calls: a board without them is refused up front, not with a TypeError later. */
+const BOARD_METHODS = ['claimNext', 'get', 'heartbeat', 'complete', 'fail', 'release', 'subscribe'] as const
+
 export function startWorkerPool(board: TaskBoard, options: WorkOptions, defaultLeaseMs: number): WorkerPool {
-  const o = v.requireRecord(options, 'work options')
+  if (!v.isRecord(board) || BOARD_METHODS.some((method) => typeof (board as unknown as Record<string, unknown>)[method] !== 'function')) {
+    throw new InvalidInputError(`board must be a TaskBoard (with ${BOARD_METHODS.join(', ')})`, { field: 'board' })
+  }
+  const o = v.requireOptions(options, 'work options', WORK_KEYS)
+  if (defaultLeaseMs === undefined || defaultLeaseMs === null) {
+    throw new InvalidInputError('defaultLeaseMs must be an integer from 1', { field: 'defaultLeaseMs' })
+  }
+  const defaultLease = v.optionalInt(defaultLeaseMs, 'defaultLeaseMs', 1, MAX_LEASE_MS, 0)
   if (typeof o.handler !== 'function') throw new InvalidInputError('handler must be a function', { field: 'handler' })
-  const leaseMs = v.optionalInt(o.leaseMs, 'leaseMs', 1, MAX_LEASE_MS, defaultLeaseMs)
+  if (o.onError !== undefined && typeof o.onError !== 'function') {
+    throw new InvalidInputError('onError must be a function', { field: 'onError' })
+  }
+  const leaseMs = v.optionalInt(o.leaseMs, 'leaseMs', 1, MAX_LEASE_MS, defaultLease)
+  const assignee = v.optionalString(o.assignee, 'assignee') ?? undefined
+  const anyAssignee = v.optionalBoolean(o.anyAssignee, 'anyAssignee', false)
+  if (assignee !== undefined && anyAssignee) {
+    throw new InvalidInputError('assignee and anyAssignee exclude each other: name one assignee, or ask for any', { field: 'anyAssignee' })
+  }
   const config = {
     worker: v.requireString(o.worker, 'worker'),
-    assignee: v.optionalString(o.assignee, 'assignee') ?? undefined,
+    assignee,
+    anyAssignee,
     tenant: v.optionalString(o.tenant, 'tenant') ?? undefined,
     concurrency: v.optionalInt(o.concurrency, 'concurrency', 1, 10_000, 1),
     leaseMs,
@@ -99,13 +153,13 @@ export function startWorkerPool(board: TaskBoard, options: WorkOptions, defaultL
     timeoutMs: o.timeoutMs === undefined ? null : v.optionalInt(o.timeoutMs, 'timeoutMs', 1, MAX_LEASE_MS * 30, 0),
     stopTimeoutMs: v.optionalInt(o.stopTimeoutMs, 'stopTimeoutMs', 0, MAX_LEASE_MS, 30_000),
     idlePollMs: v.optionalInt(o.idlePollMs, 'idlePollMs', 1, 3_600_000, 1_000),
-    handler: options.handler,
-    onError: options.onError ?? ((error: unknown) => console.error(`[lockstep worker ${String(o.worker)}]`, error)),
+    handler: o.handler as TaskHandler,
+    onError: (o.onError as WorkOptions['onError']) ?? ((error: unknown) => console.error(`[lockstep worker ${String(o.worker)}]`, error)),
   }
   return new Pool(board, config)
 }
 
-type PoolConfig = Required<Pick<WorkOptions, 'worker' | 'concurrency' | 'leaseMs' | 'heartbeatMs' | 'stopTimeoutMs' | 'idlePollMs' | 'handler'>> & {
+type PoolConfig = Required<Pick<WorkOptions, 'worker' | 'anyAssignee' | 'concurrency' | 'leaseMs' | 'heartbeatMs' | 'stopTimeoutMs' | 'idlePollMs' | 'handler'>> & {
   assignee?: string
   tenant?: string
   timeoutMs: number | null
@@ -138,11 +192,16 @@ class Pool implements WorkerPool {
     return this.runs.size
   }
 
-  stop(options: { timeoutMs?: number } = {}): Promise<void> {
-    if (!this.stopped) {
-      const timeoutMs = v.optionalInt(options.timeoutMs, 'timeoutMs', 0, MAX_LEASE_MS, this.config.stopTimeoutMs)
-      this.stopped = this.drain(timeoutMs)
+  stop(options: StopOptions = {}): Promise<void> {
+    // Checked on every call, stopped or not: a bad call must not be fine only sometimes.
+    let timeoutMs: number
+    try {
+      const o = v.requireOptions(options, 'stop options', STOP_KEYS)
+      timeoutMs = v.optionalInt(o.timeoutMs, 'timeoutMs', 0, MAX_LEASE_MS, this.config.stopTimeoutMs)
+    } catch (error) {
+      return Promise.reject(error)
     }
+    this.stopped ??= this.drain(timeoutMs)
     return this.stopped
   }
 
@@ -214,7 +273,7 @@ class Pool implements WorkerPool {
       try {
         claim = await this.board.claimNext({
           worker: this.config.worker,
-          assignee: this.config.assignee,
+          ...(this.config.anyAssignee ? { anyAssignee: true } : { assignee: this.config.assignee }),
           tenant: this.config.tenant,
           leaseMs: this.config.leaseMs,
         })
@@ -255,7 +314,7 @@ class Pool implements WorkerPool {
         const error = new HandlerTimeoutError(claim.taskId, timeoutMs)
         this.settle(run, error)
         // A timeout is a failure of this attempt: retried with backoff while attempts are left.
-        this.board.fail(run.claim, { error: error.message, retryable: true }).catch((e) => this.ignoreLeaseLost(e))
+        this.fail(run, error.message, true).catch((e) => this.ignoreNotOurs(e))
       }, timeoutMs)
     }
     this.runs.set(claim.runId, run)
@@ -287,34 +346,37 @@ class Pool implements WorkerPool {
     // Lease lost, cancelled, timed out or stopped: the run is over already; discard.
     if (run.settled) return
     run.settled = true
+    // The pool must end the run it holds: only a run that is no longer ours is left alone.
     try {
       if (outcome.ok) await this.complete(run, outcome.value)
-      else {
-        const retryable = !(outcome.error instanceof NonRetryableError)
-        await this.board.fail(run.claim, { error: describe(outcome.error), retryable })
-      }
+      else await this.fail(run, describe(outcome.error), !(outcome.error instanceof NonRetryableError))
     } catch (error) {
-      this.ignoreLeaseLost(error)
+      this.ignoreNotOurs(error)
     }
   }
 
   private async complete(run: ActiveRun, value: HandlerResult): Promise<void> {
-    const input = (value ?? {}) as CompleteInput
     try {
-      await this.board.complete(run.claim, {
-        result: input.result as Json | undefined,
-        summary: input.summary,
-        metadata: input.metadata as Json | undefined,
-      })
+      // As returned: the board checks its keys and values, so a typo is refused, not lost.
+      await this.board.complete(run.claim, (value ?? {}) as CompleteInput)
     } catch (error) {
-      // The handler returned something the board refuses (not JSON, too large): that is
-      // a bug in the handler, not a transient failure, so do not retry it.
-      if (error instanceof LockstepError && (error.code === 'INVALID_INPUT' || error.code === 'PAYLOAD_TOO_LARGE')) {
-        await this.board.fail(run.claim, { error: `handler returned an invalid result: ${error.message}`, retryable: false })
+      if (notOurs(error)) throw error
+      if (error instanceof StoreBusyError) {
+        // The store, not the result: a transient failure of this attempt.
+        await this.fail(run, `${error.code}: ${error.message}`, true)
         return
       }
-      throw error
+      // Any other refusal of the result (not JSON, too deep, too large, an unknown key, a
+      // getter that throws) is a bug in the handler that a retry would repeat.
+      const refusal = error instanceof LockstepError ? error.code : 'INTERNAL'
+      const refused = new ResultRefusedError(run.claim.taskId, run.claim.runId, refusal, describe(error))
+      await this.fail(run, `${refused.code}: ${refused.message}`, false)
     }
+  }
+
+  /** Record a failure of the run; error text of any length is truncated, never refused. */
+  private fail(run: ActiveRun, error: string, retryable: boolean): Promise<Task> {
+    return this.board.fail(run.claim, { error: v.truncateText(error, MAX_ERROR_LENGTH), retryable })
   }
 
   private async heartbeat(run: ActiveRun): Promise<Claim> {
@@ -338,18 +400,28 @@ class Pool implements WorkerPool {
     run.controller.abort(reason)
   }
 
-  private ignoreLeaseLost(error: unknown): void {
-    // Losing the race to a reclaim or cancel at the very end is expected; the fence did its job.
-    if (!(error instanceof LeaseLostError)) this.config.onError(error)
+  private ignoreNotOurs(error: unknown): void {
+    // Losing the race to a reclaim, cancel or close at the very end is expected; the fence did its job.
+    if (!notOurs(error)) this.config.onError(error)
   }
 }
 
+/** The run is no longer this pool's to end: its lease was lost (or it was cancelled, blocked), or the orchestrator closed. */
+function notOurs(error: unknown): boolean {
+  return error instanceof LeaseLostError || error instanceof ClosedError
+}
+
+/** Text for whatever a handler threw; never throws itself (a thrown value may be hostile). */
 function describe(error: unknown): string {
-  if (error instanceof Error) return error.message || error.name
-  if (typeof error === 'string' && error) return error
   try {
+    if (error instanceof Error) return String(error.message || error.name)
+    if (typeof error === 'string' && error) return error
     return JSON.stringify(error) ?? String(error)
   } catch {
-    return String(error)
+    try {
+      return String(error)
+    } catch {
+      return 'the handler threw a value that cannot be described'
+    }
   }
 }

@@ -353,7 +353,8 @@ describe('lockstep task', () => {
         ['task', 'create', '--title', 'x', 'extra'],
         ['task', 'create'],
         ['task', 'show'],
-        ['task', 'claim', 't_1', '--worker', 'w', '--assignee', 'a'],
+        ['task', 'claim', 't_1', '--worker', 'w', '--tenant', 'a'],
+        ['task', 'claim', '--worker', 'w', '--assignee', 'a', '--any-assignee'],
         ['task', 'complete', 't_1', '--run', 'r_1'],
         ['task', 'list', '--priority', '3'],
         ['events', '--until-idle', '10'],
@@ -631,5 +632,58 @@ describe('opening files', () => {
     }
     const running = cliJson<Task[]>('task', 'list', '--status', 'running')
     expect(running).toEqual([])
+  })
+})
+
+describe('lockstep task claim: exclusive assignees (issue 9)', () => {
+  beforeEach(() => {
+    cli('init')
+  })
+
+  it('without --assignee only unassigned tasks; --assignee A only A\'s; --any-assignee any; an assigned ID is ASSIGNEE_MISMATCH', () => {
+    const bobs = create('--title', "bob's", '--assignee', 'bob', '--priority', '9')
+    const free = create('--title', 'free')
+    const alices = create('--title', "alice's", '--assignee', 'alice')
+
+    expect(cliJson<Claim>('task', 'claim', '--worker', 'w')).toMatchObject({ taskId: free.id })
+    expect(cliJson('task', 'claim', '--worker', 'w')).toBeNull()
+    // Claiming someone else's task by id is refused, with its own code, and writes nothing.
+    expectNothingWritten(() => {
+      const mismatch = attempt('task', 'claim', bobs.id, '--worker', 'w', '--json')
+      expect(mismatch.code).toBe(1)
+      expect(JSON.parse(mismatch.stdout)).toMatchObject({
+        error: { code: 'ASSIGNEE_MISMATCH', details: { taskId: bobs.id, assignee: 'bob', claimant: null } },
+      })
+      expect(attempt('task', 'claim', bobs.id, '--worker', 'w', '--assignee', 'alice').stderr).toMatch(/^error ASSIGNEE_MISMATCH: /)
+    })
+    expect(cliJson<Claim>('task', 'claim', bobs.id, '--worker', 'w', '--assignee', 'bob')).toMatchObject({ taskId: bobs.id })
+    expect(cliJson<Claim>('task', 'claim', '--worker', 'w', '--any-assignee')).toMatchObject({ taskId: alices.id })
+  })
+
+  it('help says assignees are exclusive', () => {
+    expect(cli('task', 'claim', '--help')).toMatch(/--any-assignee/)
+    expect(cli('task', 'claim', '--help')).toMatch(/Assignees are exclusive/)
+    expect(cli('task', 'create', '--help')).toMatch(/exclusive: only claims with --assignee A/)
+  })
+})
+
+describe('lockstep task complete --run with a run the task never had (issue 9)', () => {
+  beforeEach(() => {
+    cli('init')
+  })
+
+  it('is RUN_NOT_FOUND and writes nothing; a run no longer held stays LEASE_LOST', () => {
+    const t = create('--title', 't')
+    const claim = cliJson<Claim>('task', 'claim', t.id, '--worker', 'w')
+    expectNothingWritten(() => {
+      const r = attempt('task', 'complete', t.id, '--run', 'r_x', '--token', claim.token, '--json')
+      expect(r.code).toBe(1)
+      expect(JSON.parse(r.stdout)).toMatchObject({ error: { code: 'RUN_NOT_FOUND', details: { taskId: t.id, runId: 'r_x' } } })
+      expect(attempt('task', 'fail', t.id, '--run', 'r_x', '--token', claim.token, '--error', 'e').stderr).toMatch(/^error RUN_NOT_FOUND: /)
+    })
+    cliJson('task', 'complete', t.id, '--run', claim.runId, '--token', claim.token)
+    const again = attempt('task', 'complete', t.id, '--run', claim.runId, '--token', claim.token)
+    expect(again.code).toBe(1)
+    expect(again.stderr).toMatch(/^error LEASE_LOST: /)
   })
 })

@@ -57,7 +57,7 @@ async function scenario(orch: Orchestrator) {
   const outline = await orch.tasks.create({ title: 'draft outline', parents: [research.id], assignee: 'writer', tenant: 'acme' })
   const intro = await orch.tasks.create({ title: 'write intro', parents: [outline.id], assignee: 'writer', tenant: 'acme' })
   const review = await orch.tasks.create({ title: 'review', parents: [outline.id, intro.id], assignee: 'editor', tenant: 'acme' })
-  const claim = await orch.tasks.claim(research.id, { worker: 'w1' })
+  const claim = await orch.tasks.claim(research.id, { worker: 'w1', assignee: 'researcher' })
   await orch.tasks.complete(claim!, { result: { sources: 3 }, summary: 'found 3 sources' })
   await orch.sessions.open('chat-1', { agent: 'coder', models: ['anthropic/claude-x', 'openai/gpt-y', 'google/gemini-z'] })
   await orch.sessions.prompt('chat-1', { messageId: 'm1', message: { text: 'refactor this' } })

@@ -514,3 +514,33 @@ describe('session_authorize and inherited names', () => {
     expect(await call('session_authorize', { sessionId: 's1', tool: '__proto__' })).toEqual({ authorized: false })
   })
 })
+
+describe('lockstep mcp: exclusive assignees (issue 9)', () => {
+  it('task_claim_next without assignee takes unassigned tasks only; with assignee its own; anyAssignee any', async () => {
+    const orch = await createOrchestrator({ path: db, pollMs: 10 })
+    cleanups.push(() => orch.close())
+    const { startMcpServer } = (await import(SERVER_URL)) as typeof import('../src/mcp/server.js')
+    const [clientSide, serverSide] = InMemoryTransport.createLinkedPair()
+    const server = await startMcpServer({ orch, transport: serverSide, machines: false, log: () => {} })
+    cleanups.push(() => server.close())
+    const client = new Client({ name: 'lockstep-test', version: '1.0.0' })
+    await client.connect(clientSide)
+    const call = async (name: string, args: Record<string, unknown>) => (await client.callTool({ name, arguments: args })) as CallToolResult
+
+    const tools = (await client.listTools()).tools
+    const claimNext = tools.find((t) => t.name === 'task_claim_next')!
+    expect(claimNext.description).toMatch(/Assignees are exclusive/)
+    expect(claimNext.inputSchema.properties).toHaveProperty('anyAssignee')
+
+    const bobs = json(await call('task_create', { title: "bob's", assignee: 'bob', priority: 9 })).task
+    const free = json(await call('task_create', { title: 'free' })).task
+    const carols = json(await call('task_create', { title: "carol's", assignee: 'carol' })).task
+    expect(json(await call('task_claim_next', { worker: 'w' })).claim).toMatchObject({ taskId: free.id })
+    expect(json(await call('task_claim_next', { worker: 'w' })).claim).toBeNull()
+    expect(json(await call('task_claim_next', { worker: 'w', assignee: 'bob' })).claim).toMatchObject({ taskId: bobs.id })
+    expect(json(await call('task_claim_next', { worker: 'w', anyAssignee: true })).claim).toMatchObject({ taskId: carols.id })
+    const both = await call('task_claim_next', { worker: 'w', assignee: 'bob', anyAssignee: true })
+    expect(both.isError).toBe(true)
+    expect(text(both)).toMatch(/^INVALID_INPUT: /)
+  })
+})

@@ -78,7 +78,7 @@ const GLOBAL_FLAGS: Record<string, Flag> = {
 }
 
 const FENCE_FLAGS: Record<string, Flag> = {
-  run: { type: 'string', arg: 'RUN', required: true, help: 'run id from the claim' },
+  run: { type: 'string', arg: 'RUN', required: true, help: 'run id from the claim (RUN_NOT_FOUND if the task never had it)' },
   token: { type: 'string', arg: 'TOKEN', required: true, help: 'fencing token from the claim' },
   worker: { type: 'string', arg: 'W', help: "worker name recorded with the claim (default 'cli'; not checked)" },
 }
@@ -101,8 +101,8 @@ const COMMANDS: Command[] = [
     flags: {
       title: { type: 'string', arg: 'T', required: true, help: 'title' },
       body: { type: 'string', arg: 'B', help: 'free text' },
-      assignee: { type: 'string', arg: 'A', help: 'only claimable with --assignee A (claim without ID)' },
-      tenant: { type: 'string', arg: 'X', help: 'only claimable with --tenant X (claim without ID)' },
+      assignee: { type: 'string', arg: 'A', help: 'exclusive: only claims with --assignee A (or --any-assignee) take it' },
+      tenant: { type: 'string', arg: 'X', help: 'claimable by claims with --tenant X, or without --tenant' },
       priority: { type: 'string', arg: 'N', help: 'higher is claimed first (default 0)' },
       parent: { type: 'string', arg: 'ID', multiple: true, help: 'a task that must be done first (repeatable)' },
       payload: { type: 'string', arg: 'JSON', help: 'any JSON value; @FILE reads it from a file, @- from stdin' },
@@ -172,23 +172,34 @@ const COMMANDS: Command[] = [
   }),
   command({
     name: 'task claim',
-    summary: 'claim task ID, or the next ready task; prints the claim, or "nothing to claim" (JSON null)',
+    summary: 'claim task ID, or the next ready task this claim may take; prints the claim, or "nothing to claim" (JSON null)',
     args: ['[ID]'],
     flags: {
       worker: { type: 'string', arg: 'W', required: true, help: 'who claims' },
-      assignee: { type: 'string', arg: 'A', help: 'without ID: only tasks for this assignee' },
+      assignee: {
+        type: 'string',
+        arg: 'A',
+        help: "claim as assignee A: A's tasks only. Assignees are exclusive: without it (or --any-assignee) only unassigned tasks; an ID assigned to another is ASSIGNEE_MISMATCH",
+      },
+      'any-assignee': { type: 'boolean', help: 'claim tasks of any assignee, or none (not with --assignee)' },
       tenant: { type: 'string', arg: 'X', help: 'without ID: only tasks of this tenant' },
       'lease-ms': { type: 'string', arg: 'N', help: 'lease length (default 30000)' },
     },
     parse(values, [id]) {
-      const filter = { assignee: text(values, 'assignee'), tenant: text(values, 'tenant') }
-      if (id !== undefined && (filter.assignee !== undefined || filter.tenant !== undefined)) {
-        throw new UsageError('--assignee and --tenant only apply without ID', 'task claim')
+      const tenant = text(values, 'tenant')
+      if (id !== undefined && tenant !== undefined) throw new UsageError('--tenant only applies without ID', 'task claim')
+      const anyAssignee = values['any-assignee'] === true
+      const assignee = text(values, 'assignee')
+      if (anyAssignee && assignee !== undefined) throw new UsageError('--assignee and --any-assignee exclude each other', 'task claim')
+      const options = {
+        worker: text(values, 'worker')!,
+        leaseMs: integer(values, 'lease-ms'),
+        ...(anyAssignee ? { anyAssignee } : { assignee }),
       }
-      return { id, filter, options: { worker: text(values, 'worker')!, leaseMs: integer(values, 'lease-ms') } }
+      return { id, tenant, options }
     },
-    async run({ tasks, emit }, { id, filter, options }) {
-      const claim = id === undefined ? await tasks.claimNext({ ...options, ...filter }) : await tasks.claim(id, options)
+    async run({ tasks, emit }, { id, tenant, options }) {
+      const claim = id === undefined ? await tasks.claimNext({ ...options, tenant }) : await tasks.claim(id, options)
       emit(claim, claim ? claimLine(claim) : 'nothing to claim')
     },
   }),

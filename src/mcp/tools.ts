@@ -141,7 +141,12 @@ export const createTools: CreateTools = (orch, host) => {
       input: {
         title: z.string().min(1).max(200),
         body: z.string().optional(),
-        assignee: z.string().min(1).max(200).optional().describe('only claimable by task_claim_next with this assignee'),
+        assignee: z
+          .string()
+          .min(1)
+          .max(200)
+          .optional()
+          .describe('exclusive: only task_claim_next with this assignee (or anyAssignee) claims it; without one, any claim that names none'),
         tenant: z.string().min(1).max(200).optional(),
         priority: z.number().int().optional().describe('higher is claimed first (default 0)'),
         parents: z.array(z.string().min(1)).optional().describe('task ids that must be done first'),
@@ -195,12 +200,14 @@ export const createTools: CreateTools = (orch, host) => {
       name: 'task_claim_next',
       title: 'Claim the next task',
       description:
-        'Claim the highest-priority, oldest ready task (matching assignee/tenant if given). ' +
+        'Claim the highest-priority, oldest ready task this claim may take. Assignees are exclusive: with `assignee`, ' +
+        "only that assignee's tasks; without it, only unassigned tasks; with anyAssignee=true, any task. " +
         'Returns {claim: null} when there is nothing to claim. Keep the claim: heartbeat, complete and fail need it.',
       input: {
         worker: z.string().min(1).max(200).describe('who claims'),
-        assignee: z.string().min(1).optional(),
-        tenant: z.string().min(1).optional(),
+        assignee: z.string().min(1).optional().describe("claim as this assignee: its tasks only"),
+        anyAssignee: z.boolean().optional().describe('take tasks of any assignee, and unassigned ones (not with assignee)'),
+        tenant: z.string().min(1).optional().describe('only tasks of this tenant'),
         leaseMs: z.number().int().min(1).optional().describe('lease length (default 30000); heartbeat before it lapses'),
       },
       mutating: true,
@@ -213,7 +220,9 @@ export const createTools: CreateTools = (orch, host) => {
     tool({
       name: 'task_heartbeat',
       title: 'Extend a lease',
-      description: 'Extend the lease of a claim. A stale claim (lease lapsed and task reclaimed, cancelled, ...) gets LEASE_LOST.',
+      description:
+        'Extend the lease of a claim. A stale claim (lease lapsed and task reclaimed, cancelled, ...) gets LEASE_LOST; ' +
+        'a runId the task never had, RUN_NOT_FOUND.',
       input: { claim: claimInput, leaseMs: z.number().int().min(1).optional() },
       mutating: true,
       async run({ claim, leaseMs }) {
@@ -229,7 +238,9 @@ export const createTools: CreateTools = (orch, host) => {
     tool({
       name: 'task_complete',
       title: 'Complete a claimed task',
-      description: 'Complete the task of a claim; its children whose parents are now all done become ready. A stale claim gets LEASE_LOST.',
+      description:
+        'Complete the task of a claim; its children whose parents are now all done become ready. A stale claim gets LEASE_LOST; ' +
+        'a runId the task never had, RUN_NOT_FOUND.',
       input: { claim: claimInput, result: json('the result'), summary: z.string().optional(), metadata: json('metadata') },
       mutating: true,
       async run({ claim, result, summary, metadata }) {
@@ -241,7 +252,9 @@ export const createTools: CreateTools = (orch, host) => {
     tool({
       name: 'task_fail',
       title: 'Fail a claimed task',
-      description: 'Fail the task of a claim: retried with backoff while attempts are left and retryable (default true), else failed.',
+      description:
+        'Fail the task of a claim: retried with backoff while attempts are left and retryable (default true), else failed. ' +
+        'A stale claim gets LEASE_LOST; a runId the task never had, RUN_NOT_FOUND.',
       input: { claim: claimInput, error: z.string().min(1).describe('what went wrong'), retryable: z.boolean().optional() },
       mutating: true,
       async run({ claim, error, retryable }) {

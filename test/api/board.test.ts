@@ -1,7 +1,7 @@
 /** The task board API against a real SQLite file: the behaviour users rely on. */
 import { describe, expect, it } from 'vitest'
-import { createOrchestrator, type JournalEntry } from '../../src/index.js'
-import { open, raw, runProc, tempDbPath, waitFor } from '../helpers.js'
+import { AssigneeMismatchError, createOrchestrator, InvalidInputError, type JournalEntry } from '../../src/index.js'
+import { open, raw, runProc, tableCounts, tempDbPath, waitFor } from '../helpers.js'
 
 describe('the README example', () => {
   it('gates the child until its parent completes, then promotes it in the same transaction', async () => {
@@ -323,5 +323,233 @@ describe('restart', () => {
     await waitFor(async () => (await second.tasks.get(t.id))!.status === 'ready')
     await expect(second.tasks.complete(claim)).rejects.toMatchObject({ code: 'LEASE_LOST' })
     await second.close()
+  })
+})
+
+describe('exclusive assignees (issue 9)', () => {
+  it('a claim without assignee takes unassigned tasks only; a named claim only its own; anyAssignee takes all', async () => {
+    const path = tempDbPath()
+    const orch = await createOrchestrator({ path })
+    const bobs = await orch.tasks.create({ title: "bob's", assignee: 'bob', priority: 9 })
+    const free = await orch.tasks.create({ title: 'free', priority: 1 })
+    const alices = await orch.tasks.create({ title: "alice's", assignee: 'alice', priority: 5 })
+    const free2 = await orch.tasks.create({ title: 'free 2', priority: 0 })
+
+    // A generic claim never steals an assigned task, whatever its priority.
+    expect((await orch.tasks.claimNext({ worker: 'generic' }))!.taskId).toBe(free.id)
+    expect((await orch.tasks.claimNext({ worker: 'generic' }))!.taskId).toBe(free2.id)
+    expect(await orch.tasks.claimNext({ worker: 'generic' })).toBeNull()
+    // A named claim takes that assignee's tasks and nothing else.
+    expect(await orch.tasks.claimNext({ worker: 'c', assignee: 'carol' })).toBeNull()
+    expect((await orch.tasks.claimNext({ worker: 'a', assignee: 'alice' }))!.taskId).toBe(alices.id)
+    // anyAssignee takes every remaining ready task, in claim order.
+    expect((await orch.tasks.claimNext({ worker: 'any', anyAssignee: true }))!.taskId).toBe(bobs.id)
+    expect(await orch.tasks.claimNext({ worker: 'any', anyAssignee: true })).toBeNull()
+    await orch.close()
+  })
+
+  it('anyAssignee merges assigned and unassigned tasks in priority order', async () => {
+    const orch = await open()
+    const a = await orch.tasks.create({ title: 'a', assignee: 'x', priority: 3 })
+    const b = await orch.tasks.create({ title: 'b', priority: 2 })
+    const c = await orch.tasks.create({ title: 'c', assignee: 'y', priority: 2 })
+    const d = await orch.tasks.create({ title: 'd', priority: 4 })
+    const order = []
+    for (let claim = await orch.tasks.claimNext({ worker: 'w', anyAssignee: true }); claim; claim = await orch.tasks.claimNext({ worker: 'w', anyAssignee: true })) {
+      order.push(claim.taskId)
+    }
+    expect(order).toEqual([d.id, a.id, b.id, c.id])
+  })
+
+  it('the same rule within a tenant', async () => {
+    const orch = await open()
+    const assigned = await orch.tasks.create({ title: 'acme bob', tenant: 'acme', assignee: 'bob', priority: 9 })
+    const free = await orch.tasks.create({ title: 'acme free', tenant: 'acme' })
+    await orch.tasks.create({ title: 'other free', tenant: 'other', priority: 9 })
+    const freeAcme2 = await orch.tasks.create({ title: 'acme free 2', tenant: 'acme' })
+    expect((await orch.tasks.claimNext({ worker: 'w', tenant: 'acme' }))!.taskId).toBe(free.id)
+    expect((await orch.tasks.claimNext({ worker: 'w', tenant: 'acme', assignee: 'bob' }))!.taskId).toBe(assigned.id)
+    expect((await orch.tasks.claimNext({ worker: 'w', tenant: 'acme', anyAssignee: true }))!.taskId).toBe(freeAcme2.id)
+    expect(await orch.tasks.claimNext({ worker: 'w', tenant: 'acme', anyAssignee: true })).toBeNull()
+  })
+
+  it("claiming by id a task that is not the claim's is ASSIGNEE_MISMATCH and writes nothing", async () => {
+    const path = tempDbPath()
+    const orch = await createOrchestrator({ path })
+    const bobs = await orch.tasks.create({ title: "bob's", assignee: 'bob' })
+    const free = await orch.tasks.create({ title: 'free' })
+    const before = tableCounts(path)
+    await expect(orch.tasks.claim(bobs.id, { worker: 'w' })).rejects.toMatchObject({
+      code: 'ASSIGNEE_MISMATCH',
+      details: { taskId: bobs.id, assignee: 'bob', claimant: null },
+    })
+    await expect(orch.tasks.claim(bobs.id, { worker: 'w', assignee: 'alice' })).rejects.toBeInstanceOf(AssigneeMismatchError)
+    await expect(orch.tasks.claim(free.id, { worker: 'w', assignee: 'bob' })).rejects.toMatchObject({
+      code: 'ASSIGNEE_MISMATCH',
+      details: { taskId: free.id, assignee: null, claimant: 'bob' },
+    })
+    expect(tableCounts(path)).toEqual(before)
+    // Not ready is still null for the right claimant, and still a mismatch for another.
+    const child = await orch.tasks.create({ title: 'child', assignee: 'bob', parents: [free.id] })
+    expect(await orch.tasks.claim(child.id, { worker: 'w', assignee: 'bob' })).toBeNull()
+    await expect(orch.tasks.claim(child.id, { worker: 'w' })).rejects.toMatchObject({ code: 'ASSIGNEE_MISMATCH' })
+    // The named assignee, or anyAssignee, may take it.
+    expect(await orch.tasks.claim(bobs.id, { worker: 'w', assignee: 'bob' })).toMatchObject({ taskId: bobs.id })
+    expect(await orch.tasks.claim(free.id, { worker: 'w', anyAssignee: true })).toMatchObject({ taskId: free.id })
+    await orch.close()
+  })
+
+  it('assignee and anyAssignee together are INVALID_INPUT', async () => {
+    const orch = await open()
+    const t = await orch.tasks.create({ title: 't', assignee: 'bob' })
+    await expect(orch.tasks.claimNext({ worker: 'w', assignee: 'bob', anyAssignee: true })).rejects.toMatchObject({
+      code: 'INVALID_INPUT',
+      details: { field: 'anyAssignee' },
+    })
+    await expect(orch.tasks.claim(t.id, { worker: 'w', assignee: 'bob', anyAssignee: true })).rejects.toMatchObject({ code: 'INVALID_INPUT' })
+    await expect(orch.tasks.claimNext({ worker: 'w', anyAssignee: 'yes' as never })).rejects.toMatchObject({ code: 'INVALID_INPUT' })
+    expect((await orch.tasks.get(t.id))!.status).toBe('ready')
+  })
+
+  it('processes claiming side by side each take only the tasks the rule gives them', async () => {
+    const path = tempDbPath()
+    const seed = await createOrchestrator({ path })
+    for (let i = 0; i < 60; i++) await seed.tasks.create({ title: `t${i}`, ...(i % 2 ? { assignee: 'bob' } : {}), priority: i % 7 })
+    await seed.close()
+    const [generic, bob] = await Promise.all([
+      runProc('claim-worker.mjs', [path, 'generic', '1']),
+      runProc('claim-worker.mjs', [path, 'bob-1', '1', 'bob']),
+    ])
+    for (const out of [generic, bob]) expect(out.stderr).toBe('')
+    const db = raw(path)
+    const byWorker = db
+      .prepare(`SELECT r.worker, t.assignee, COUNT(*) n FROM runs r JOIN tasks t ON t.id = r.task_id GROUP BY r.worker, t.assignee ORDER BY r.worker`)
+      .all()
+    expect(byWorker).toEqual([
+      { worker: 'bob-1', assignee: 'bob', n: 30 },
+      { worker: 'generic', assignee: null, n: 30 },
+    ])
+  })
+
+  it('a file from before exclusive assignees is migrated: its task snapshots learn their assignee', async () => {
+    const path = tempDbPath()
+    const first = await createOrchestrator({ path })
+    const bobs = await first.tasks.create({ title: "bob's", assignee: 'bob' })
+    const free = await first.tasks.create({ title: 'free' })
+    await first.close()
+    // Roll the file back to schema 4: snapshots without the assignee, the old ready indexes.
+    const Database = (await import('better-sqlite3')).default
+    const w = new Database(path)
+    w.exec(`
+      UPDATE tasks SET snapshot = json_remove(snapshot, '$.context.assignee');
+      DROP INDEX tasks_ready_by_assignee; DROP INDEX tasks_ready_assigned; DROP INDEX tasks_ready_by_tenant;
+      CREATE INDEX tasks_ready ON tasks (priority DESC, created_at) WHERE status = 'ready';
+      CREATE INDEX tasks_ready_assignee ON tasks (assignee, priority DESC, created_at) WHERE status = 'ready' AND assignee IS NOT NULL;
+      CREATE INDEX tasks_ready_tenant ON tasks (tenant, priority DESC, created_at) WHERE status = 'ready' AND tenant IS NOT NULL;
+      PRAGMA user_version = 4;
+    `)
+    w.close()
+    const second = await createOrchestrator({ path })
+    const snapshotOf = (id: string) =>
+      JSON.parse((raw(path).prepare('SELECT snapshot FROM tasks WHERE id = ?').get(id) as { snapshot: string }).snapshot)
+    expect(snapshotOf(bobs.id).context.assignee).toBe('bob')
+    expect(snapshotOf(free.id).context.assignee).toBeNull()
+    await expect(second.tasks.claim(bobs.id, { worker: 'w' })).rejects.toMatchObject({ code: 'ASSIGNEE_MISMATCH' })
+    expect((await second.tasks.claimNext({ worker: 'w' }))!.taskId).toBe(free.id)
+    expect((await second.tasks.claimNext({ worker: 'w', assignee: 'bob' }))!.taskId).toBe(bobs.id)
+    await second.close()
+  })
+})
+
+describe('bad arguments are typed errors that write nothing (issue 9)', () => {
+  async function setup() {
+    const path = tempDbPath()
+    const orch = await createOrchestrator({ path })
+    const t = await orch.tasks.create({ title: 't' })
+    const r = await orch.tasks.create({ title: 'r' })
+    const claim = (await orch.tasks.claim(r.id, { worker: 'w' }))!
+    return { path, orch, t, claim }
+  }
+  type Setup = Awaited<ReturnType<typeof setup>>
+  const expectInvalid = async (s: Setup, call: () => unknown, field?: string) => {
+    const before = tableCounts(s.path)
+    let error: unknown
+    try {
+      await call()
+    } catch (e) {
+      error = e
+    }
+    expect(error).toBeInstanceOf(InvalidInputError)
+    if (field !== undefined) expect((error as InvalidInputError).details.field).toBe(field)
+    expect(tableCounts(s.path)).toEqual(before)
+  }
+
+  const nulls: Array<[string, (s: Setup) => unknown]> = [
+    ['create(null)', (s) => s.orch.tasks.create(null as never)],
+    ['link(null, id)', (s) => s.orch.tasks.link(null as never, s.t.id)],
+    ['unlink(id, null)', (s) => s.orch.tasks.unlink(s.t.id, null as never)],
+    ['claim(id, null)', (s) => s.orch.tasks.claim(s.t.id, null as never)],
+    ['claim(null, options)', (s) => s.orch.tasks.claim(null as never, { worker: 'w' })],
+    ['claimNext(null)', (s) => s.orch.tasks.claimNext(null as never)],
+    ['heartbeat(claim, null)', (s) => s.orch.tasks.heartbeat(s.claim, null as never)],
+    ['heartbeat(claim, 5)', (s) => s.orch.tasks.heartbeat(s.claim, 5 as never)],
+    ['heartbeat(null)', (s) => s.orch.tasks.heartbeat(null as never)],
+    ['complete(claim, null)', (s) => s.orch.tasks.complete(s.claim, null as never)],
+    ['complete(claim, "done")', (s) => s.orch.tasks.complete(s.claim, 'done' as never)],
+    ['fail(claim, null)', (s) => s.orch.tasks.fail(s.claim, null as never)],
+    ['release(claim, null)', (s) => s.orch.tasks.release(s.claim, null as never)],
+    ['block(id, null)', (s) => s.orch.tasks.block(s.t.id, null as never)],
+    ['unblock(null)', (s) => s.orch.tasks.unblock(null as never)],
+    ['cancel(id, null)', (s) => s.orch.tasks.cancel(s.t.id, null as never)],
+    ['cancel(id, [])', (s) => s.orch.tasks.cancel(s.t.id, [] as never)],
+    ['retry(null)', (s) => s.orch.tasks.retry(null as never)],
+    ['archive(null)', (s) => s.orch.tasks.archive(null as never)],
+    ['get(null)', (s) => s.orch.tasks.get(null as never)],
+    ['list(null)', (s) => s.orch.tasks.list(null as never)],
+    ['children(null)', (s) => s.orch.tasks.children(null as never)],
+    ['runs(null)', (s) => s.orch.tasks.runs(null as never)],
+    ['events(null)', (s) => s.orch.tasks.events(null as never)],
+    ['subscribe(null)', (s) => s.orch.tasks.subscribe(null as never)],
+    ['subscribe(fn, null)', (s) => s.orch.tasks.subscribe(() => {}, null as never)],
+    ['work(null)', (s) => s.orch.tasks.work(null as never)],
+  ]
+  it.each(nulls)('%s', async (_name, call) => {
+    const s = await setup()
+    await expectInvalid(s, () => call(s))
+    await s.orch.close()
+  })
+
+  const unknownKeys: Array<[string, string, (s: Setup) => unknown]> = [
+    ['create with delay', 'delay', (s) => s.orch.tasks.create({ title: 'later', delay: 1_000 } as never)],
+    ['create with runAt', 'runAt', (s) => s.orch.tasks.create({ title: 'later', runAt: Date.now() + 60_000 } as never)],
+    ['create with queue', 'queue', (s) => s.orch.tasks.create({ title: 'q', queue: 'emails' } as never)],
+    ['claim with tenant (claimNext only)', 'tenant', (s) => s.orch.tasks.claim(s.t.id, { worker: 'w', tenant: 'x' } as never)],
+    ['claimNext with a typo', 'asignee', (s) => s.orch.tasks.claimNext({ worker: 'w', asignee: 'bob' } as never)],
+    ['heartbeat with a typo', 'lease', (s) => s.orch.tasks.heartbeat(s.claim, { lease: 10 } as never)],
+    ['complete with a typo', 'reslt', (s) => s.orch.tasks.complete(s.claim, { reslt: 1 } as never)],
+    ['fail with retry', 'retry', (s) => s.orch.tasks.fail(s.claim, { error: 'x', retry: false } as never)],
+    ['release with a typo', 'reasn', (s) => s.orch.tasks.release(s.claim, { reasn: 'x' } as never)],
+    ['block with a typo', 'until', (s) => s.orch.tasks.block(s.t.id, { reason: 'x', until: 5 } as never)],
+    ['cancel with a typo', 'force', (s) => s.orch.tasks.cancel(s.t.id, { force: true } as never)],
+    ['list with state', 'state', (s) => s.orch.tasks.list({ state: 'ready' } as never)],
+    ['events with actorId', 'actorId', (s) => s.orch.tasks.events({ actorId: s.t.id } as never)],
+    ['subscribe with since', 'since', (s) => s.orch.tasks.subscribe(() => {}, { since: 0 } as never)],
+  ]
+  it.each(unknownKeys)('%s', async (_name, key, call) => {
+    const s = await setup()
+    await expectInvalid(s, () => call(s), key)
+    // Nothing was created: no task that would have been ready at once.
+    expect(await s.orch.tasks.list({ status: 'ready' })).toEqual([expect.objectContaining({ id: s.t.id })])
+    await s.orch.close()
+  })
+
+  it('undefined where an argument is optional stays fine', async () => {
+    const s = await setup()
+    expect(await s.orch.tasks.list(undefined)).toHaveLength(2)
+    expect(await s.orch.tasks.events(undefined)).not.toEqual([])
+    const claim = await s.orch.tasks.heartbeat(s.claim, undefined)
+    await s.orch.tasks.release(claim, undefined)
+    await s.orch.tasks.cancel(s.t.id, undefined)
+    await s.orch.close()
   })
 })

@@ -1,7 +1,7 @@
 /** Leases, heartbeats, fencing and retry backoff, with real (short) timers. */
 import { describe, expect, it } from 'vitest'
-import { createOrchestrator } from '../../src/index.js'
-import { open, raw, runProc, sleep, tempDbPath, waitFor } from '../helpers.js'
+import { createOrchestrator, RunNotFoundError } from '../../src/index.js'
+import { open, raw, runProc, sleep, tableCounts, tempDbPath, waitFor } from '../helpers.js'
 
 describe('leases', () => {
   it('a lease that lapses without heartbeat returns the task to ready; the old holder gets LEASE_LOST', async () => {
@@ -128,6 +128,38 @@ describe('retries', () => {
     expect(raw(path).prepare('SELECT timer_id FROM timers').all()).toEqual([{ timer_id: 'retry' }])
     await orch.tasks.cancel(t.id)
     expect(raw(path).prepare('SELECT COUNT(*) n FROM timers').get()).toEqual({ n: 0 })
+    await orch.close()
+  })
+})
+
+describe('RUN_NOT_FOUND (issue 9)', () => {
+  it('a run id the task never had is RUN_NOT_FOUND and writes nothing; a run no longer held stays LEASE_LOST', async () => {
+    const path = tempDbPath()
+    const orch = await createOrchestrator({ path })
+    const t = await orch.tasks.create({ title: 't' })
+    const other = await orch.tasks.create({ title: 'other' })
+    const claim = (await orch.tasks.claim(t.id, { worker: 'w' }))!
+    const otherClaim = (await orch.tasks.claim(other.id, { worker: 'w' }))!
+    const madeUp = { ...claim, runId: 'r_never_existed' }
+    // A real run, but of another task: this task never had it.
+    const elsewhere = { ...claim, runId: otherClaim.runId }
+    for (const stale of [madeUp, elsewhere]) {
+      const before = tableCounts(path)
+      for (const call of [
+        () => orch.tasks.complete(stale),
+        () => orch.tasks.fail(stale, { error: 'x' }),
+        () => orch.tasks.heartbeat(stale),
+        () => orch.tasks.release(stale),
+      ]) {
+        await expect(call()).rejects.toMatchObject({ code: 'RUN_NOT_FOUND', details: { taskId: t.id, runId: stale.runId } })
+      }
+      await expect(orch.tasks.complete(stale)).rejects.toBeInstanceOf(RunNotFoundError)
+      expect(tableCounts(path)).toEqual(before)
+    }
+    // The run existed and ended: LEASE_LOST, as before.
+    await orch.tasks.complete(claim)
+    await expect(orch.tasks.complete(claim)).rejects.toMatchObject({ code: 'LEASE_LOST' })
+    await expect(orch.tasks.heartbeat(claim)).rejects.toMatchObject({ code: 'LEASE_LOST' })
     await orch.close()
   })
 })

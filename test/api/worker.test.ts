@@ -5,11 +5,12 @@ import {
   HandlerTimeoutError,
   LeaseLostError,
   NonRetryableError,
+  startWorkerPool,
   TaskCancelledError,
   WorkerStoppedError,
   type Task,
 } from '../../src/index.js'
-import { open, runProc, sleep, tempDbPath, waitFor } from '../helpers.js'
+import { open, runProc, sleep, tableCounts, tempDbPath, waitFor } from '../helpers.js'
 
 const statusOf = async (orch: Awaited<ReturnType<typeof open>>, id: string) => (await orch.tasks.get(id))!.status
 
@@ -242,7 +243,7 @@ describe('worker pools', () => {
     const child = await orch.tasks.create({ title: 'child', assignee: 'bot', parents: [parent.id] })
     const pool = orch.tasks.work({ worker: 'bot-1', assignee: 'bot', idlePollMs: 600_000, handler: async () => {} })
     await sleep(50) // the pool is idle now, and its safety poll is ten minutes away
-    await orch.tasks.complete((await orch.tasks.claim(parent.id, { worker: 'human' }))!)
+    await orch.tasks.complete((await orch.tasks.claim(parent.id, { worker: 'human', assignee: 'human' }))!)
     await waitFor(async () => (await statusOf(orch, child.id)) === 'done', 5_000)
     await pool.stop()
   })
@@ -272,7 +273,7 @@ describe('worker pools', () => {
     const t = await orch.tasks.create({ title: 't', maxAttempts: 3 })
     const pool = orch.tasks.work({ worker: 'w', handler: async () => ({ result: { when: new Date() } as never }) })
     await waitFor(async () => (await statusOf(orch, t.id)) === 'failed')
-    expect((await orch.tasks.get(t.id))!.lastError).toMatch(/handler returned an invalid result/)
+    expect((await orch.tasks.get(t.id))!.lastError).toBe('RESULT_REFUSED: INVALID_INPUT: result.when is not a plain object (Date)')
     await pool.stop()
   })
 
@@ -283,5 +284,172 @@ describe('worker pools', () => {
     expect(() => orch.tasks.work({ worker: 'w', concurrency: 0, handler: async () => {} })).toThrow(
       expect.objectContaining({ code: 'INVALID_INPUT' }),
     )
+  })
+})
+
+describe('worker pools always end the run they hold (issue 9)', () => {
+  it('a handler error of 200,000 characters fails the run with the head of it and its length; retried per attempts', async () => {
+    const orch = await open({ defaults: { backoffBaseMs: 10 } })
+    const t = await orch.tasks.create({ title: 't', maxAttempts: 2 })
+    const errors: unknown[] = []
+    const message = 'x'.repeat(200_000)
+    let calls = 0
+    const pool = orch.tasks.work({
+      worker: 'w',
+      onError: (e) => errors.push(e),
+      handler: async () => {
+        calls++
+        throw new Error(message)
+      },
+    })
+    await waitFor(async () => (await statusOf(orch, t.id)) === 'failed')
+    await pool.stop()
+    expect(calls).toBe(2)
+    const runs = await orch.tasks.runs(t.id)
+    expect(runs.map((r) => r.outcome)).toEqual(['failed', 'failed'])
+    for (const run of runs) {
+      expect(run.error!.length).toBeLessThanOrEqual(100_000)
+      expect(run.error!.startsWith('x'.repeat(1_000))).toBe(true)
+      expect(run.error).toMatch(/truncated: 200000 characters in all\]$/)
+    }
+    expect((await orch.tasks.get(t.id))!.lastError).toBe(runs[1]!.error)
+    expect(errors).toEqual([])
+    expect(pool.active).toBe(0)
+  })
+
+  const deep = () => {
+    let value: unknown = 'bottom'
+    for (let i = 0; i < 5_000; i++) value = [value]
+    return value
+  }
+  const cycle = () => {
+    const a: Record<string, unknown> = {}
+    a.self = a
+    return a
+  }
+  const refusals: Array<[string, () => unknown, string]> = [
+    ['a result nested 5,000 levels deep', () => ({ result: deep() }), 'INVALID_INPUT'],
+    ['a BigInt result', () => ({ result: 10n }), 'INVALID_INPUT'],
+    ['a class instance', () => ({ result: new (class Point { x = 1 })() }), 'INVALID_INPUT'],
+    ['a function', () => ({ metadata: () => 1 }), 'INVALID_INPUT'],
+    ['a cycle', () => ({ result: cycle() }), 'INVALID_INPUT'],
+    ['a result over maxPayloadBytes', () => ({ result: 'y'.repeat(5_000) }), 'PAYLOAD_TOO_LARGE'],
+    ['an unknown key', () => ({ reslt: 1 }), 'INVALID_INPUT'],
+    ['not an object', () => 'done', 'INVALID_INPUT'],
+    [
+      'a getter that throws',
+      () => ({
+        get result() {
+          throw new Error('boom')
+        },
+      }),
+      'INTERNAL',
+    ],
+  ]
+  it.each(refusals)('a handler returning %s: failed without retry, run closed, the error names why', async (_name, value, code) => {
+    const path = tempDbPath()
+    const orch = await createOrchestrator({ path, pollMs: 10, maxPayloadBytes: 1_000 })
+    const t = await orch.tasks.create({ title: 't', maxAttempts: 3 })
+    const errors: unknown[] = []
+    const pool = orch.tasks.work({ worker: 'w', onError: (e) => errors.push(e), handler: async () => value() as never })
+    await waitFor(async () => (await statusOf(orch, t.id)) === 'failed')
+    await pool.stop()
+    const task = (await orch.tasks.get(t.id))!
+    expect(task).toMatchObject({ status: 'failed', attempts: 1, runId: null })
+    expect(task.lastError!.startsWith(`RESULT_REFUSED: ${code}: `)).toBe(true)
+    const runs = await orch.tasks.runs(t.id)
+    expect(runs).toHaveLength(1)
+    expect(runs[0]).toMatchObject({ outcome: 'failed', error: task.lastError })
+    expect(runs[0]!.endedAt).not.toBeNull()
+    expect(errors).toEqual([])
+    expect(pool.active).toBe(0)
+    await orch.close()
+  })
+})
+
+describe('worker pools and exclusive assignees (issue 9)', () => {
+  it("a pool without assignee never takes another pool's tasks; a named pool and an anyAssignee pool do", async () => {
+    const orch = await open()
+    const bobs = await orch.tasks.create({ title: "bob's", assignee: 'bob', priority: 9 })
+    const free = await orch.tasks.create({ title: 'free' })
+    const seen: Record<string, string[]> = { generic: [], bob: [], any: [] }
+    const generic = orch.tasks.work({ worker: 'generic', idlePollMs: 20, handler: async (t) => void seen.generic!.push(t.id) })
+    await waitFor(async () => (await statusOf(orch, free.id)) === 'done')
+    await sleep(100) // several claim attempts by the generic pool
+    expect(await statusOf(orch, bobs.id)).toBe('ready')
+    await generic.stop()
+    const bob = orch.tasks.work({ worker: 'bob-1', assignee: 'bob', handler: async (t) => void seen.bob!.push(t.id) })
+    await waitFor(async () => (await statusOf(orch, bobs.id)) === 'done')
+    await bob.stop()
+    const carols = await orch.tasks.create({ title: "carol's", assignee: 'carol' })
+    const free2 = await orch.tasks.create({ title: 'free 2' })
+    const any = orch.tasks.work({ worker: 'any', anyAssignee: true, handler: async (t) => void seen.any!.push(t.id) })
+    await waitFor(async () => (await statusOf(orch, carols.id)) === 'done' && (await statusOf(orch, free2.id)) === 'done')
+    await any.stop()
+    expect(seen).toEqual({ generic: [free.id], bob: [bobs.id], any: [carols.id, free2.id] })
+  })
+
+  it('assignee and anyAssignee together are refused', async () => {
+    const orch = await open()
+    expect(() => orch.tasks.work({ worker: 'w', assignee: 'bob', anyAssignee: true, handler: async () => {} })).toThrow(
+      expect.objectContaining({ code: 'INVALID_INPUT', details: expect.objectContaining({ field: 'anyAssignee' }) }),
+    )
+  })
+})
+
+describe('worker pool arguments (issue 9)', () => {
+  it('unknown or wrong-typed work options are INVALID_INPUT naming the key, and start nothing', async () => {
+    const path = tempDbPath()
+    const orch = await createOrchestrator({ path, pollMs: 10 })
+    const t = await orch.tasks.create({ title: 't' })
+    const before = tableCounts(path)
+    const handler = async () => {}
+    for (const [options, field] of [
+      [{ worker: 'w', handler, rateLimit: 10 }, 'rateLimit'],
+      [{ worker: 'w', handler, queue: 'emails' }, 'queue'],
+      [{ worker: 'w', handler, concurency: 4 }, 'concurency'],
+      [{ worker: 'w', handler, onError: 'log' }, 'onError'],
+      [{ worker: 'w', handler, anyAssignee: 1 }, 'anyAssignee'],
+    ] as const) {
+      expect(() => orch.tasks.work(options as never)).toThrow(
+        expect.objectContaining({ code: 'INVALID_INPUT', details: expect.objectContaining({ field }) }),
+      )
+    }
+    expect(() => orch.tasks.work(null as never)).toThrow(expect.objectContaining({ code: 'INVALID_INPUT' }))
+    await sleep(50)
+    expect(tableCounts(path)).toEqual(before)
+    expect((await orch.tasks.get(t.id))!.status).toBe('ready')
+    await orch.close()
+  })
+
+  it('stop(null), stop(5) and unknown stop options are INVALID_INPUT; stop() and stop(undefined) work', async () => {
+    const orch = await open()
+    const pool = orch.tasks.work({ worker: 'w', handler: async () => {} })
+    await expect(pool.stop(null as never)).rejects.toMatchObject({ code: 'INVALID_INPUT' })
+    await expect(pool.stop(5 as never)).rejects.toMatchObject({ code: 'INVALID_INPUT' })
+    await expect(pool.stop({ timeout: 10 } as never)).rejects.toMatchObject({ code: 'INVALID_INPUT', details: { field: 'timeout' } })
+    await expect(pool.stop({ timeoutMs: -1 })).rejects.toMatchObject({ code: 'INVALID_INPUT', details: { field: 'timeoutMs' } })
+    // None of those stopped it: it still runs tasks.
+    const t = await orch.tasks.create({ title: 't' })
+    await waitFor(async () => (await statusOf(orch, t.id)) === 'done')
+    await pool.stop(undefined)
+    await pool.stop()
+    // Still checked once stopped.
+    await expect(pool.stop(null as never)).rejects.toMatchObject({ code: 'INVALID_INPUT' })
+  })
+})
+
+describe('startWorkerPool arguments (issue 9)', () => {
+  it('a missing board or lease default is INVALID_INPUT, not a TypeError', async () => {
+    const orch = await open()
+    const options = { worker: 'w', handler: async () => {} }
+    expect(() => startWorkerPool(null as never, options, 1_000)).toThrow(expect.objectContaining({ code: 'INVALID_INPUT', details: { field: 'board' } }))
+    expect(() => startWorkerPool({} as never, options, 1_000)).toThrow(expect.objectContaining({ code: 'INVALID_INPUT' }))
+    expect(() => startWorkerPool(orch.tasks, options, undefined as never)).toThrow(
+      expect.objectContaining({ code: 'INVALID_INPUT', details: expect.objectContaining({ field: 'defaultLeaseMs' }) }),
+    )
+    expect(() => startWorkerPool(orch.tasks, null as never, 1_000)).toThrow(expect.objectContaining({ code: 'INVALID_INPUT' }))
+    const pool = startWorkerPool(orch.tasks, options, 1_000)
+    await pool.stop()
   })
 })

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest'
 import { initialTransition, transition, type AnyMachineSnapshot } from 'xstate'
-import { retryDelayMs, taskMachine, type ParentFacts, type TaskContext, type TaskEvent } from '../../machines/task.js'
+import { assigneeAdmits, retryDelayMs, taskMachine, type ParentFacts, type TaskContext, type TaskEvent } from '../../machines/task.js'
 
 type Ev = TaskEvent extends infer E ? (E extends TaskEvent ? Omit<E, 'at' | 'facts'> : never) : never
 
@@ -323,5 +323,46 @@ describe('block, unblock, cancel, archive', () => {
     expect(archived.value).toBe('archived')
     expect(archived.status).toBe('done')
     expect(send(archived, { type: 'RETRY' }).next).toBe(archived)
+  })
+})
+
+describe('the assignee rule (issue 9)', () => {
+  function assigned(assignee: string | null, facts: ParentFacts = OK): AnyMachineSnapshot {
+    const [initial] = initialTransition(taskMachine, { id: 't1', maxAttempts: 3, backoffBaseMs: 100, backoffMaxMs: 1_000 })
+    return send(initial as AnyMachineSnapshot, { type: 'CREATE', assignee }, facts).next
+  }
+  it('CREATE keeps the assignee in the context', () => {
+    expect((assigned('bob').context as TaskContext).assignee).toBe('bob')
+    expect((assigned(null).context as TaskContext).assignee).toBeNull()
+  })
+  it('a claim naming no assignee, or another one, is refused outright: no run, no journal, no demotion', () => {
+    for (const facts of [OK, WAITING, FAILED]) {
+      const s = assigned('bob')
+      for (const claimant of [{}, { assignee: 'alice' }, { assignee: null }]) {
+        const { next, actions } = send(s, { ...CLAIM, ...claimant }, facts)
+        expect(next).toBe(s)
+        expect(actions).toEqual([])
+      }
+    }
+    const free = assigned(null)
+    const { next, actions } = send(free, { ...CLAIM, assignee: 'bob' })
+    expect(next).toBe(free)
+    expect(actions).toEqual([])
+  })
+  it('the named assignee, or anyAssignee, passes on to the gate', () => {
+    expect(send(assigned('bob'), { ...CLAIM, assignee: 'bob' }).next.value).toBe('running')
+    expect(send(assigned('bob'), { ...CLAIM, anyAssignee: true }).next.value).toBe('running')
+    expect(send(assigned(null), { ...CLAIM, anyAssignee: true }).next.value).toBe('running')
+    expect(send(assigned(null), CLAIM).next.value).toBe('running')
+    // The gate still decides for an admitted claim.
+    expect(kinds(send(assigned('bob'), { ...CLAIM, assignee: 'bob' }, WAITING).actions)).toEqual(['claim_rejected'])
+  })
+  it('assigneeAdmits is the one rule the guard and the board share', () => {
+    expect(assigneeAdmits('bob', { assignee: 'bob' })).toBe(true)
+    expect(assigneeAdmits('bob', {})).toBe(false)
+    expect(assigneeAdmits(null, {})).toBe(true)
+    expect(assigneeAdmits(undefined, { assignee: null })).toBe(true)
+    expect(assigneeAdmits(null, { assignee: 'bob' })).toBe(false)
+    expect(assigneeAdmits('bob', { anyAssignee: true })).toBe(true)
   })
 })

@@ -16,7 +16,7 @@ while (Date.now() - lastActivity < Number(idleMs)) {
   lastActivity = Date.now()
   const pick = ready[Math.floor(Math.random() * ready.length)]
   try {
-    const claim = await orch.tasks.claim(pick.id, { worker })
+    const claim = await orch.tasks.claim(pick.id, { worker, assignee: 'a' })
     if (!claim) {
       out.nulls++
       continue

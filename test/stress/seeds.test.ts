@@ -20,7 +20,7 @@ describe('seed 003: processes race to claim on one file', () => {
     await seedOrch.close()
 
     const results = await Promise.all(
-      Array.from({ length: WORKERS }, (_, i) => runProc('claim-worker.mjs', [path, `worker-${i}`, '3'])),
+      Array.from({ length: WORKERS }, (_, i) => runProc('claim-worker.mjs', [path, `worker-${i}`, '3', 'shared'])),
     )
     const events: Array<{ kind: string; task: string; run: string; worker: string; code?: string }> = []
     for (const result of results) {
