@@ -11,9 +11,10 @@
  * state.
  */
 import { createActor, type AnyActorScope, type AnyMachineSnapshot, type AnyStateMachine } from 'xstate'
-import { SnapshotIncompatibleError } from '../src/errors.js'
+import { SchemaTooNewError, SnapshotIncompatibleError } from '../src/errors.js'
 import type { JournalEntry } from '../src/types.js'
 import { writeTransaction, type Db } from './connection.js'
+import { SCHEMA_VERSION } from './migrations.js'
 
 /** An executable action as XState hands it to the action executor: data, never run. */
 export interface MachineAction {
@@ -265,6 +266,11 @@ export class Kernel {
     const result = await writeTransaction(
       this.db,
       () => {
+        // A newer lockstep may have migrated the file since this process opened it (a
+        // rolling upgrade): refuse with a typed error rather than run statements written
+        // for the old schema (one may name an index that no longer exists).
+        const found = this.statements.schemaVersion.get() as number
+        if (found > SCHEMA_VERSION) throw new SchemaTooNewError(this.db.name, found, SCHEMA_VERSION)
         tx = new StepTx(this, this.db, this.now())
         const value = fn(tx)
         tx.drain()
@@ -579,6 +585,7 @@ function journalKinds(actions: MachineAction[]): string[] {
 
 function prepareStatements(db: Db) {
   return {
+    schemaVersion: db.prepare('PRAGMA user_version').pluck(),
     insertJournal: db.prepare(
       `INSERT INTO journal (machine_id, actor_id, kind, event_type, event, state_before, state_after, run_id, actor_version, at)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,

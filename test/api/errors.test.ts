@@ -152,6 +152,20 @@ describe('the other codes', () => {
     await expect(createOrchestrator({ path })).rejects.toMatchObject({ code: 'SCHEMA_TOO_NEW', details: { found: 999 } })
   })
 
+  it('SCHEMA_TOO_NEW: a process that opened the file before a newer lockstep migrated it refuses to write', async () => {
+    const { orch, path, ids } = await board()
+    // A newer lockstep migrates the file while this process keeps it open (a rolling upgrade).
+    const db = new Database(path)
+    db.pragma('user_version = 999')
+    db.close()
+    const before = tableCounts(path)
+    await expect(orch.tasks.create({ title: 't' })).rejects.toMatchObject({ code: 'SCHEMA_TOO_NEW', details: { found: 999 } })
+    await expect(orch.tasks.claimNext({ worker: 'w' })).rejects.toMatchObject({ code: 'SCHEMA_TOO_NEW' })
+    await expect(orch.tasks.cancel(ids.p!)).rejects.toMatchObject({ code: 'SCHEMA_TOO_NEW' })
+    expect(tableCounts(path)).toEqual(before)
+    await orch.close()
+  })
+
   it('SNAPSHOT_INCOMPATIBLE names the actor whose snapshot cannot be restored', async () => {
     const path = tempDbPath()
     const orch = await createOrchestrator({ path })
