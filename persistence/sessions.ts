@@ -1,16 +1,10 @@
 /**
- * SQLite side of sessions: the session actor kind (projection, after-commit host calls)
- * and its queries. Every write runs inside a committed step (kernel.ts).
+ * SQLite side of sessions: the statements behind the store's session operations and the
+ * read queries. Writes run only inside a committed step (src/core/kernel.ts); the rules
+ * live in src/core/session-kind.ts.
  */
-import type { AnyMachineSnapshot } from 'xstate'
-import {
-  SESSION_MACHINE_ID,
-  SESSION_MACHINE_VERSION,
-  sessionMachine,
-  type SessionContext,
-} from '../machines/session.js'
+import { SESSION_MACHINE_ID, SESSION_MACHINE_VERSION } from '../machines/session.js'
 import type { Db } from './connection.js'
-import { stateName, type ActorKind, type StepInfo } from './kernel.js'
 
 export interface SessionRow {
   id: string
@@ -25,11 +19,6 @@ export interface SessionRow {
   updated_at: number
 }
 
-/** Host calls the machine asks for, run after commit by the runtime. */
-export type SessionEffects = Record<'dispatch' | 'abort' | 'notify', (sessionId: string, params: any) => void>
-
-const PROJECTION = ['status', 'agent', 'model', 'generation', 'attempts'] as const
-
 export class SessionQueries {
   private readonly s
 
@@ -41,6 +30,7 @@ export class SessionQueries {
          VALUES (?, '${SESSION_MACHINE_ID}', ${SESSION_MACHINE_VERSION}, '{}', 0, 'opening', 'idle', ?, ?)`,
       ),
       byId: db.prepare('SELECT * FROM sessions WHERE id = ?'),
+      snapshot: db.prepare('SELECT snapshot FROM sessions WHERE id = ?').pluck(),
       list: db.prepare('SELECT * FROM sessions WHERE (? IS NULL OR status = ?) ORDER BY created_at, id LIMIT ?'),
     }
   }
@@ -53,34 +43,12 @@ export class SessionQueries {
     return (this.s.byId.get(id) as SessionRow | undefined) ?? null
   }
 
+  /** The persisted snapshot, or null when the session does not exist. */
+  snapshot(id: string): string | null {
+    return (this.s.snapshot.get(id) as string | undefined) ?? null
+  }
+
   list(status: string | null, limit: number): SessionRow[] {
     return this.s.list.all(status, status, limit) as SessionRow[]
   }
-
-  actorKind(effects: SessionEffects): ActorKind {
-    return {
-      machineId: SESSION_MACHINE_ID,
-      machineVersion: SESSION_MACHINE_VERSION,
-      machine: sessionMachine,
-      table: 'sessions',
-      projection: PROJECTION,
-      project: (step: StepInfo): unknown[] => {
-        const c = step.after.context as SessionContext
-        return [statusOf(step.after), c.agent, c.model, c.generation, c.attempts]
-      },
-      runIdOf: (step) => {
-        const generation = (step.after.context as SessionContext).generation
-        return generation > 0 ? `g${generation}` : null
-      },
-      effects: {},
-      afterCommit: effects,
-    }
-  }
-}
-
-/** Top-level state: idle, active, exhausted, archived or deleted. */
-export function statusOf(snapshot: AnyMachineSnapshot): string {
-  const name = stateName(snapshot.value)
-  const top = name.split('.')[0]!
-  return top === 'opening' ? 'idle' : top
 }

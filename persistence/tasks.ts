@@ -1,22 +1,11 @@
 /**
- * SQLite side of the task board: the task actor kind (facts for the guards, durable
- * actions, the `tasks` projection) and the read queries. Every write here runs inside a
- * committed step (see kernel.ts).
+ * SQLite side of the task board: the statements behind the store's task operations
+ * (persistence/store.ts) and the read queries. Writes here run only inside a committed
+ * step (src/core/kernel.ts); the rules they serve live in src/core/task-kind.ts.
  */
-import type { AnyMachineSnapshot } from 'xstate'
-import {
-  TASK_MACHINE_ID,
-  TASK_MACHINE_VERSION,
-  TASK_STATE_STATUS,
-  taskMachine,
-  type ParentFacts,
-  type RunOutcome,
-  type TaskContext,
-  type TaskState,
-  type TaskStatus,
-} from '../machines/task.js'
+import { TASK_MACHINE_ID, TASK_MACHINE_VERSION, type RunOutcome, type TaskStatus } from '../machines/task.js'
 import type { Db } from './connection.js'
-import { stateName, type ActorKind, type StepInfo } from './kernel.js'
+import type { ClaimKeyRow, CloseRun, NewTaskRow, OpenRun, ParentRow, ReadyFilter } from './store.js'
 
 export interface TaskRow {
   id: string
@@ -62,26 +51,7 @@ export interface RunRow {
   claim_key: string | null
 }
 
-export interface NewTaskRow {
-  id: string
-  title: string
-  body: string | null
-  assignee: string | null
-  tenant: string | null
-  priority: number
-  payload: string | null
-  idempotencyKey: string | null
-  maxAttempts: number
-}
 
-/** Which ready tasks a claimNext looks at. */
-export interface ReadyFilter {
-  /** Only this assignee's tasks; without it (and without anyAssignee) only unassigned ones. */
-  assignee?: string
-  /** Tasks of every assignee and none. */
-  anyAssignee?: boolean
-  tenant?: string
-}
 
 export interface TaskFilter {
   status?: TaskStatus
@@ -98,19 +68,6 @@ const TASK_COLUMNS = `t.id, t.title, t.body, t.assignee, t.tenant, t.priority, t
   t.blocked_reason, t.blocked_by, t.last_error, t.result, t.summary, t.created_at, t.updated_at, t.completed_at,
   (SELECT json_group_array(parent_id) FROM task_links WHERE child_id = t.id) AS parents`
 
-/** Projection columns, in the order `project()` returns their values. */
-const PROJECTION = [
-  'status',
-  'attempts',
-  'run_id',
-  'worker',
-  'lease_expires_at',
-  'retry_at',
-  'blocked_reason',
-  'blocked_by',
-  'last_error',
-  'completed_at',
-] as const
 
 /** What the "any assignee" claim query merges on: the claim order, then rowid. */
 const MERGE_COLUMNS = 'id, priority, created_at, rowid AS seq'
@@ -128,7 +85,7 @@ export class TaskQueries {
          VALUES (@id, '${TASK_MACHINE_ID}', ${TASK_MACHINE_VERSION}, '{}', 0, @title, @body, @assignee, @tenant, @priority,
                  @payload, @idempotencyKey, @maxAttempts, 'created', 'todo', @now, @now)`,
       ),
-      parentFacts: db.prepare(
+      parentRows: db.prepare(
         `SELECT p.id, p.status, p.completed_at FROM task_links l JOIN tasks p ON p.id = l.parent_id WHERE l.child_id = ?`,
       ),
       parentStatus: db.prepare('SELECT id, status, completed_at FROM tasks WHERE id = ?'),
@@ -193,49 +150,55 @@ export class TaskQueries {
     return this.s.linkExists.get(parentId, childId) !== undefined
   }
 
-  insertLinkRow(parentId: string, childId: string, now: number): void {
+  insertLink(parentId: string, childId: string, now: number): void {
     this.s.insertLink.run(parentId, childId, now)
   }
 
-  /** Would `parentId -> childId` close a cycle? (Also true for a self-link.) */
-  wouldCycle(parentId: string, childId: string): boolean {
-    return parentId === childId || this.s.isAncestor.get({ task: parentId, ancestor: childId }) !== undefined
+  deleteLink(parentId: string, childId: string): void {
+    this.s.deleteLink.run(parentId, childId)
+  }
+
+  /** Is `ancestor` reachable from `taskId` by walking parent links upward? */
+  isAncestor(ancestor: string, taskId: string): boolean {
+    return this.s.isAncestor.get({ task: taskId, ancestor }) !== undefined
   }
 
   childIds(parentId: string): string[] {
     return (this.s.children.all(parentId) as Array<{ child_id: string }>).map((r) => r.child_id)
   }
 
+  parentRows(childId: string): ParentRow[] {
+    return this.s.parentRows.all(childId) as ParentRow[]
+  }
+
+  parentRow(id: string): ParentRow | undefined {
+    return this.s.parentStatus.get(id) as ParentRow | undefined
+  }
+
   /** The claim a claimNext with this idempotency key made, if any. */
-  claimByKey(key: string): { task_id: string; run_id: string; worker: string; attempt: number; lease_expires_at: number | null; held: 0 | 1; token: string } | null {
-    return (this.s.claimByKey.get(key) as ReturnType<TaskQueries['claimByKey']>) ?? null
+  claimByKey(key: string): ClaimKeyRow | null {
+    return (this.s.claimByKey.get(key) as ClaimKeyRow | undefined) ?? null
+  }
+
+  openRun(run: OpenRun): void {
+    this.s.openRun.run(run.taskId, run.runId, run.worker, run.attempt, run.startedAt, run.leaseExpiresAt, run.claimKey)
+  }
+
+  closeRun(run: CloseRun): boolean {
+    const closed = this.s.closeRun.run(run.endedAt, run.outcome, run.error, run.summary, run.result, run.metadata, run.taskId, run.runId)
+    return closed.changes === 1
+  }
+
+  extendRun(taskId: string, runId: string, leaseExpiresAt: number): void {
+    this.s.extendRun.run(leaseExpiresAt, taskId, runId)
+  }
+
+  recordResult(taskId: string, result: string | null, summary: string | null): void {
+    this.s.recordResult.run(result, summary, taskId)
   }
 
   runs(taskId: string): RunRow[] {
     return this.s.runs.all(taskId) as RunRow[]
-  }
-
-  /**
-   * The parents' facts the guards see. For LINK they include the parent being linked,
-   * for UNLINK they leave out the one being unlinked: the machine decides on the graph
-   * as it will be if it accepts the event.
-   */
-  parentFacts(taskId: string, event: { type: string; parentId?: unknown }): ParentFacts {
-    const rows = this.s.parentFacts.all(taskId) as Array<{ id: string; status: TaskStatus; completed_at: number | null }>
-    if (event.type === 'LINK' && typeof event.parentId === 'string' && !rows.some((r) => r.id === event.parentId)) {
-      const parent = this.s.parentStatus.get(event.parentId) as (typeof rows)[number] | undefined
-      if (parent) rows.push(parent)
-    }
-    const facts: ParentFacts = { unfinished: 0, failed: [] }
-    for (const row of rows) {
-      if (event.type === 'UNLINK' && row.id === event.parentId) continue
-      // Done (or archived after done) is finished; everything else is not.
-      if (row.completed_at === null) facts.unfinished++
-      if (row.status === 'failed' || row.status === 'cancelled' || (row.status === 'archived' && row.completed_at === null)) {
-        facts.failed.push(row.id)
-      }
-    }
-    return facts
   }
 
   list(filter: TaskFilter): TaskRow[] {
@@ -271,7 +234,10 @@ export class TaskQueries {
    */
   readyCandidates(filter: ReadyFilter, limit: number): string[] {
     const who = filter.anyAssignee ? 'any' : filter.assignee !== undefined ? 'named' : 'unassigned'
-    const key = `${who}/${filter.tenant !== undefined ? 'tenant' : 'all'}`
+    // The limit is a literal of the statement (one statement per limit): a bound LIMIT makes
+    // SQLite re-plan the query after every write to the table, inside the write lock.
+    const literalLimit = Math.max(1, Math.floor(limit))
+    const key = `${who}/${filter.tenant !== undefined ? 'tenant' : 'all'}/${literalLimit}`
     let stmt = this.readyStatements.get(key)
     if (!stmt) {
       // INDEXED BY: without ANALYZE statistics SQLite would rather scan tasks_status and
@@ -279,7 +245,7 @@ export class TaskQueries {
       // of one millisecond by rowid, the index's own last column).
       const pick = (index: string, match: string, columns = 'id') =>
         `SELECT ${columns} FROM tasks INDEXED BY ${index} WHERE status = 'ready' AND ${match}
-         ORDER BY priority DESC, created_at LIMIT @limit`
+         ORDER BY priority DESC, created_at LIMIT ${literalLimit}`
       const assignee = who === 'named' ? 'assignee = @assignee' : 'assignee IS NULL'
       const sql =
         filter.tenant !== undefined
@@ -292,100 +258,15 @@ export class TaskQueries {
                  SELECT * FROM (${pick('tasks_ready_by_assignee', 'assignee IS NULL', MERGE_COLUMNS)})
                  UNION ALL
                  SELECT * FROM (${pick('tasks_ready_assigned', 'assignee IS NOT NULL', MERGE_COLUMNS)})
-               ) ORDER BY priority DESC, created_at, seq LIMIT @limit`
+               ) ORDER BY priority DESC, created_at, seq LIMIT ${literalLimit}`
       stmt = this.db.prepare(sql)
       this.readyStatements.set(key, stmt)
     }
     const rows = stmt.all({
-      ...(key.endsWith('/tenant') ? { tenant: filter.tenant } : {}),
+      ...(filter.tenant !== undefined ? { tenant: filter.tenant } : {}),
       ...(who === 'named' ? { assignee: filter.assignee } : {}),
-      limit,
     }) as Array<{ id: string }>
     return rows.map((r) => r.id)
   }
   private readonly readyStatements = new Map<string, ReturnType<Db['prepare']>>()
-
-  /** The task actor kind: how task machines meet SQLite. */
-  actorKind(): ActorKind {
-    const s = this.s
-    const context = (snapshot: AnyMachineSnapshot) => snapshot.context as TaskContext
-    return {
-      machineId: TASK_MACHINE_ID,
-      machineVersion: TASK_MACHINE_VERSION,
-      machine: taskMachine,
-      table: 'tasks',
-      projection: PROJECTION,
-      // Whoever can read the journal must not be able to complete someone else's run.
-      secretEventFields: ['token'],
-      facts: (_tx, actorId, event) => this.parentFacts(actorId, event),
-      project: (step: StepInfo): unknown[] => {
-        const c = context(step.after)
-        const state = stateName(step.after.value) as TaskState
-        const running = state === 'running'
-        return [
-          TASK_STATE_STATUS[state],
-          c.attempts,
-          running ? c.runId : null,
-          running ? c.worker : null,
-          running ? c.leaseExpiresAt : null,
-          state === 'backoff' ? c.retryAt : null,
-          c.blockedReason,
-          c.blockedByParent,
-          c.lastError,
-          c.completedAt,
-        ]
-      },
-      runIdOf: (step) => {
-        if (typeof step.event.runId === 'string') return step.event.runId
-        return step.before && stateName(step.before.value) === 'running' ? context(step.before).runId : null
-      },
-      effects: {
-        // A heartbeat extends the run's recorded lease too, so runs() tells the truth.
-        extendRun: (_tx, step, p: { runId: string; leaseExpiresAt: number }) => {
-          s.extendRun.run(p.leaseExpiresAt, step.actorId, p.runId)
-        },
-        openRun: (tx, step, p: { runId: string; worker: string; attempt: number; leaseExpiresAt: number; claimKey: string | null }) => {
-          s.openRun.run(step.actorId, p.runId, p.worker, p.attempt, step.event.at, p.leaseExpiresAt, p.claimKey)
-        },
-        closeRun: (
-          _tx,
-          step,
-          p: { runId: string; outcome: RunOutcome; error?: string | null; result?: unknown; summary?: string | null; metadata?: unknown },
-        ) => {
-          const result = p.result === undefined ? null : JSON.stringify(p.result)
-          const closed = s.closeRun.run(
-            step.event.at,
-            p.outcome,
-            p.error ?? null,
-            p.summary ?? null,
-            result,
-            p.metadata === undefined ? null : JSON.stringify(p.metadata),
-            step.actorId,
-            p.runId,
-          ).changes
-          // Every run is closed exactly once; a second close would mean the fence failed.
-          if (closed !== 1) throw new Error(`run ${p.runId} of task ${step.actorId} was not open`)
-          if (p.outcome === 'completed') s.recordResult.run(result, p.summary ?? null, step.actorId)
-        },
-        insertLink: (tx, step, p: { parentId: string }) => {
-          s.insertLink.run(p.parentId, step.actorId, tx.now)
-        },
-        deleteLink: (_tx, step, p: { parentId: string }) => {
-          s.deleteLink.run(p.parentId, step.actorId)
-        },
-        // Only this task's own children are looked at: no board scan.
-        promoteChildren: (tx, step) => {
-          for (const child of this.childIds(step.actorId)) tx.enqueue(TASK_MACHINE_ID, child, { type: 'PARENT_DONE', parentId: step.actorId })
-        },
-        blockChildren: (tx, step, p: { status: string }) => {
-          for (const child of this.childIds(step.actorId)) {
-            tx.enqueue(TASK_MACHINE_ID, child, { type: 'PARENT_FAILED', parentId: step.actorId, parentStatus: p.status })
-          }
-        },
-        restoreChildren: (tx, step) => {
-          for (const child of this.childIds(step.actorId)) tx.enqueue(TASK_MACHINE_ID, child, { type: 'PARENT_RESTORED', parentId: step.actorId })
-        },
-      },
-    }
-  }
 }

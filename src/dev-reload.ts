@@ -9,7 +9,7 @@
  */
 import { resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
-import type { MachineDefinition } from '../persistence/kernel.js'
+import type { MachineDefinition } from './core/kernel.js'
 import { InvalidInputError } from './errors.js'
 import { FileWatcher } from './file-watcher.js'
 import type { Orchestrator, ReloadResult } from './types.js'

@@ -5,7 +5,10 @@
 import { resolve } from 'node:path'
 import { openDatabase, openReadOnlyDatabase, writeTransaction } from '../persistence/connection.js'
 import { JournalQueries } from '../persistence/journal.js'
-import { Kernel, type MachineDefinition } from '../persistence/kernel.js'
+import { Kernel, type MachineDefinition } from './core/kernel.js'
+import { sessionKind } from './core/session-kind.js'
+import { taskKind } from './core/task-kind.js'
+import { SqliteDriver, SqliteStore } from '../persistence/sqlite-store.js'
 import { TASK_MACHINE_ID } from '../machines/task.js'
 import { SESSION_MACHINE_ID } from '../machines/session.js'
 import { startCheckpointer } from '../persistence/checkpointer.js'
@@ -117,9 +120,11 @@ export async function createOrchestrator(options: OrchestratorOptions = {}): Pro
   let closing: Promise<void> | null = null
 
   const checkpointer = background ? startCheckpointer(path, CHECKPOINT_INTERVAL_MS) : null
-  const kernel = new Kernel(db, { now: options.now, busyRetryMs, onError })
   const queries = new TaskQueries(db)
-  kernel.register(queries.actorKind())
+  const sessionQueries = new SessionQueries(db)
+  const store = new SqliteStore(db, queries, sessionQueries)
+  const kernel = new Kernel(new SqliteDriver(db, store, busyRetryMs), { now: options.now, onError })
+  kernel.register(taskKind())
   const feed = new JournalFeed(new JournalQueries(db), pollMs, onError)
   // Timer deliveries enter through the same intake as calls, so a reload pauses them too.
   const timers = new TimerLoop(kernel, pollMs, onError, guard)
@@ -141,9 +146,8 @@ export async function createOrchestrator(options: OrchestratorOptions = {}): Pro
   }
   // The board checks this before starting a worker pool (which would claim).
   const tasks = new SqliteTaskBoard({ kernel, queries, feed, defaults, maxPayloadBytes, busyRetryMs, guard, assertOpen: assertWritable })
-  const sessionQueries = new SessionQueries(db)
   const sessions = new Sessions(kernel, sessionQueries, feed, guard, busyRetryMs, onError, maxPayloadBytes)
-  kernel.register(sessionQueries.actorKind(sessions.effects()))
+  kernel.register(sessionKind(sessions.effects()))
   if (options.sessionAdapter) sessions.setAdapter(options.sessionAdapter as SessionAdapter)
 
   // Async so that every refusal (CLOSED, READ_ONLY, INVALID_INPUT) is a rejection, like the board's.
@@ -234,11 +238,11 @@ function reloadSwaps(options: ReloadOptions): Swaps {
 async function reload(kernel: Kernel, swaps: Swaps): Promise<ReloadResult> {
   const previous = swaps.map(([machineId]) => [machineId, kernel.definition(machineId)] as const)
   try {
-    const migrated = await kernel.write((tx) => {
+    const migrated = await kernel.write(function* (tx) {
       const counts: Record<string, number> = {}
       for (const [machineId, definition] of swaps) {
         kernel.replaceMachine(machineId, definition)
-        counts[machineId] = kernel.migrateAll(tx, machineId)
+        counts[machineId] = yield* kernel.migrateAll(tx, machineId)
       }
       return counts
     })

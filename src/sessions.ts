@@ -24,9 +24,11 @@ import {
   type SessionEvent,
   type SessionPolicy,
 } from '../machines/session.js'
-import type { Kernel, StepResult, StepTx } from '../persistence/kernel.js'
 import { withBusyRetry } from '../persistence/connection.js'
-import { statusOf, type SessionQueries, type SessionRow } from '../persistence/sessions.js'
+import type { SessionQueries, SessionRow } from '../persistence/sessions.js'
+import { io, type Io } from './core/io.js'
+import type { Kernel, StepResult, StepTx } from './core/kernel.js'
+import { statusOf } from './core/session-kind.js'
 import {
   ChainExhaustedError,
   InvalidInputError,
@@ -178,20 +180,21 @@ export class Sessions {
   }
 
   /** Create the session, or reconfigure it when its chain, agent or policy changed. A deleted one is refused. */
-  private openInTx(tx: StepTx, sessionId: string, { agent, models, policy }: OpenSetup): void {
-    const existing = this.q.get(sessionId)
-    if (!existing) {
-      this.q.insert(sessionId, tx.now)
-      this.kernel.createInTx(tx, SESSION_MACHINE_ID, sessionId, { id: sessionId, agent, models, policy }, { type: 'OPEN' })
+  private *openInTx(tx: StepTx, sessionId: string, { agent, models, policy }: OpenSetup): Io<void> {
+    const existing = yield* io((s) => s.sessionSnapshot(sessionId))
+    if (existing === null) {
+      yield* io((s) => s.insertSession(sessionId, tx.now))
+      yield* this.kernel.createInTx(tx, SESSION_MACHINE_ID, sessionId, { id: sessionId, agent, models, policy }, { type: 'OPEN' })
       return
     }
-    if (existing.status === 'deleted') throw new SessionDeletedError(sessionId)
-    const context = JSON.parse(existing.snapshot).context as SessionContext
+    const persisted = JSON.parse(existing) as { value: unknown; context: SessionContext }
+    if (persisted.value === 'deleted') throw new SessionDeletedError(sessionId)
+    const context = persisted.context
     const same =
       JSON.stringify(context.models) === JSON.stringify(models) &&
       context.agent === agent &&
       JSON.stringify(context.policy) === JSON.stringify(policy)
-    if (!same) this.step(tx, sessionId, { type: 'CONFIGURE', agent, models, policy })
+    if (!same) yield* this.step(tx, sessionId, { type: 'CONFIGURE', agent, models, policy })
   }
 
   async get(id: string): Promise<Session | null> {
@@ -322,10 +325,11 @@ export class Sessions {
       driver.start()
       // Opening (or reconfiguring) and the prompt are one transaction: a refused prompt
       // rolls the reconfiguration back too.
-      await this.write((tx) => {
-        this.openInTx(tx, sessionId, setup)
+      const sessions = this
+      await this.write(function* (tx) {
+        yield* sessions.openInTx(tx, sessionId, setup)
         const event = { type: 'PROMPT' as const, messageId, message: JSON.parse(json), runner: true }
-        const step = this.step(tx, sessionId, event)
+        const step = yield* sessions.step(tx, sessionId, event)
         if (!step.accepted) {
           const context = step.snapshot.context as SessionContext
           const reason = refusalReason(step.stateBefore, context, { ...event, at: tx.now })
@@ -384,8 +388,9 @@ export class Sessions {
   /** @internal Send one event to a session in its own transaction. */
   async report(id: string, event: DistributiveOmit<SessionEvent, 'at'>): Promise<ReportResult> {
     const sessionId = v.requireString(id, 'sessionId')
-    const { step, reason } = await this.write((tx) => {
-      const step = this.step(tx, sessionId, event)
+    const sessions = this
+    const { step, reason } = await this.write(function* (tx) {
+      const step = yield* sessions.step(tx, sessionId, event)
       const reason = step.accepted ? null : refusalReason(step.stateBefore, step.snapshot.context as SessionContext, { ...event, at: tx.now } as SessionEvent)
       return { step, reason }
     })
@@ -393,15 +398,15 @@ export class Sessions {
   }
 
   /** One event in `tx`. One rule for a deleted (final) session: every event is refused with SESSION_DELETED. */
-  private step(tx: StepTx, sessionId: string, event: DistributiveOmit<SessionEvent, 'at'>): StepResult {
-    const step = this.kernel.stepInTx(tx, SESSION_MACHINE_ID, sessionId, event)
+  private *step(tx: StepTx, sessionId: string, event: DistributiveOmit<SessionEvent, 'at'>): Io<StepResult> {
+    const step = yield* this.kernel.stepInTx(tx, SESSION_MACHINE_ID, sessionId, event)
     if (!step) throw new SessionNotFoundError(sessionId)
     if (!step.accepted && step.snapshot.status === 'done') throw new SessionDeletedError(sessionId)
     return step
   }
 
-  private write<T>(fn: (tx: StepTx) => T): Promise<T> {
-    return this.guard(() => this.kernel.write(fn))
+  private write<T>(body: (tx: StepTx) => Io<T>): Promise<T> {
+    return this.guard(() => this.kernel.write(body))
   }
 
   private read<T>(fn: () => T): Promise<T> {

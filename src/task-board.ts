@@ -8,8 +8,9 @@ import type { AnyMachineSnapshot } from 'xstate'
 import type { TaskContext, TaskEvent } from '../machines/task.js'
 import { assigneeAdmits, TASK_MACHINE_ID, type Claimant } from '../machines/task.js'
 import { withBusyRetry } from '../persistence/connection.js'
-import type { Kernel, StepResult, StepTx } from '../persistence/kernel.js'
 import type { RunRow, TaskQueries, TaskRow } from '../persistence/tasks.js'
+import { io, type Io } from './core/io.js'
+import type { Kernel, StepResult, StepTx } from './core/kernel.js'
 import {
   AssigneeMismatchError,
   DependencyCycleError,
@@ -110,21 +111,24 @@ export class SqliteTaskBoard implements TaskBoard {
       maxAttempts: v.optionalInt(i.maxAttempts, 'maxAttempts', 1, 1_000, this.defaults.maxAttempts),
     }
     const parents = v.idList(i.parents, 'parents')
-    return this.write((tx) => {
+    const kernel = this.kernel
+    const defaults = this.defaults
+    return this.write(function* (tx) {
       // Inside the transaction, so two concurrent creates with one key cannot both insert.
       if (row.idempotencyKey !== null) {
-        const existing = this.q.byIdempotencyKey(row.idempotencyKey)
+        const key = row.idempotencyKey
+        const existing = yield* io((s) => s.taskByIdempotencyKey(key))
         if (existing) return existing
       }
-      for (const parent of parents) if (!this.q.exists(parent)) throw new TaskNotFoundError(parent)
-      this.q.insertTask(row, tx.now)
+      for (const parent of parents) yield* mustExist(parent)
+      yield* io((s) => s.insertTask(row, tx.now))
       // A brand-new task has no children, so these links cannot close a cycle.
-      for (const parent of parents) this.q.insertLinkRow(parent, row.id, tx.now)
-      this.kernel.createInTx(
+      for (const parent of parents) yield* io((s) => s.insertLink(parent, row.id, tx.now))
+      yield* kernel.createInTx(
         tx,
         TASK_MACHINE_ID,
         row.id,
-        { id: row.id, maxAttempts: row.maxAttempts, backoffBaseMs: this.defaults.backoffBaseMs, backoffMaxMs: this.defaults.backoffMaxMs },
+        { id: row.id, maxAttempts: row.maxAttempts, backoffBaseMs: defaults.backoffBaseMs, backoffMaxMs: defaults.backoffMaxMs },
         // The whole input goes into the journal: the log alone can rebuild the board.
         {
           type: 'CREATE',
@@ -147,12 +151,14 @@ export class SqliteTaskBoard implements TaskBoard {
   async link(parentId: string, childId: string): Promise<Task> {
     const parent = v.requireString(parentId, 'parentId')
     const child = v.requireString(childId, 'childId')
-    return this.write((tx) => {
-      this.mustExist(parent)
-      this.mustExist(child)
-      if (this.q.linkExists(parent, child)) return child // already linked: nothing to do
-      if (this.q.wouldCycle(parent, child)) throw new DependencyCycleError(parent, child)
-      this.command(tx, child, { type: 'LINK', parentId: parent }, 'a running or finished task only accepts parents that are done')
+    const board = this
+    return this.write(function* (tx) {
+      yield* mustExist(parent)
+      yield* mustExist(child)
+      if (yield* io((s) => s.linkExists(parent, child))) return child // already linked: nothing to do
+      // A cycle: a self-link, or the child is already an ancestor of the parent.
+      if (parent === child || (yield* io((s) => s.isAncestor(child, parent)))) throw new DependencyCycleError(parent, child)
+      yield* board.command(tx, child, { type: 'LINK', parentId: parent }, 'a running or finished task only accepts parents that are done')
       return child
     }).then((id) => this.mustGet(id))
   }
@@ -160,10 +166,11 @@ export class SqliteTaskBoard implements TaskBoard {
   async unlink(parentId: string, childId: string): Promise<Task> {
     const parent = v.requireString(parentId, 'parentId')
     const child = v.requireString(childId, 'childId')
-    return this.write((tx) => {
-      this.mustExist(child)
-      if (!this.q.linkExists(parent, child)) throw new LinkNotFoundError(parent, child)
-      this.command(tx, child, { type: 'UNLINK', parentId: parent })
+    const board = this
+    return this.write(function* (tx) {
+      yield* mustExist(child)
+      if (!(yield* io((s) => s.linkExists(parent, child)))) throw new LinkNotFoundError(parent, child)
+      yield* board.command(tx, child, { type: 'UNLINK', parentId: parent })
       return child
     }).then((id) => this.mustGet(id))
   }
@@ -172,9 +179,10 @@ export class SqliteTaskBoard implements TaskBoard {
     const id = v.requireString(taskId, 'taskId')
     const o = v.requireOptions(options, 'claim options', KEYS.claim)
     const { worker, leaseMs, claimant } = this.claimOptions(o)
-    return this.write((tx) => {
-      this.mustExist(id)
-      return this.tryClaim(tx, id, worker, leaseMs, claimant)
+    const board = this
+    return this.write(function* (tx) {
+      yield* mustExist(id)
+      return yield* board.tryClaim(tx, id, worker, leaseMs, claimant)
     })
   }
 
@@ -187,11 +195,12 @@ export class SqliteTaskBoard implements TaskBoard {
       tenant: v.optionalString(o.tenant, 'tenant') ?? undefined,
     }
     const claimKey = v.optionalString(o.idempotencyKey, 'idempotencyKey')
-    return this.write((tx) => {
+    const board = this
+    return this.write(function* (tx) {
       // A retried claimNext with the same key gets the claim it made (inside the
       // transaction, so two racing retries cannot both claim).
       if (claimKey !== null) {
-        const previous = this.q.claimByKey(claimKey)
+        const previous = yield* io((s) => s.claimByKey(claimKey))
         if (previous) {
           if (!previous.held) throw new LeaseLostError(previous.task_id, previous.run_id, 'no longer held by that claim')
           return {
@@ -209,9 +218,9 @@ export class SqliteTaskBoard implements TaskBoard {
       // admits (a refusal by that rule throws rather than loop). One candidate per query:
       // the first nearly always wins.
       for (;;) {
-        const [id] = this.q.readyCandidates(filter, 1)
+        const [id] = yield* io((s) => s.readyCandidates(filter, 1))
         if (id === undefined) return null
-        const claim = this.tryClaim(tx, id, worker, leaseMs, claimant, claimKey)
+        const claim = yield* board.tryClaim(tx, id, worker, leaseMs, claimant, claimKey)
         if (claim) return claim
       }
     })
@@ -221,8 +230,9 @@ export class SqliteTaskBoard implements TaskBoard {
     const c = this.claimShape(claim)
     const o = v.requireOptions(options, 'heartbeat options', KEYS.heartbeat)
     const leaseMs = o.leaseMs === undefined ? undefined : v.optionalInt(o.leaseMs, 'leaseMs', 1, MAX_LEASE_MS, 0)
-    return this.write((tx) => {
-      const after = this.fenced(tx, c, { type: 'HEARTBEAT', runId: c.runId, token: c.token, leaseMs })
+    const board = this
+    return this.write(function* (tx) {
+      const after = yield* board.fenced(tx, c, { type: 'HEARTBEAT', runId: c.runId, token: c.token, leaseMs })
       const context = after.context as TaskContext
       return { ...c, leaseExpiresAt: context.leaseExpiresAt!, attempt: context.attempts }
     })
@@ -234,8 +244,9 @@ export class SqliteTaskBoard implements TaskBoard {
     const result = v.jsonValue(i.result, 'result', this.maxPayloadBytes)
     const metadata = v.jsonValue(i.metadata, 'metadata', this.maxPayloadBytes)
     const summary = v.optionalText(i.summary, 'summary', MAX_SUMMARY)
-    return this.write((tx) => {
-      this.fenced(tx, c, {
+    const board = this
+    return this.write(function* (tx) {
+      yield* board.fenced(tx, c, {
         type: 'COMPLETE',
         runId: c.runId,
         token: c.token,
@@ -254,8 +265,10 @@ export class SqliteTaskBoard implements TaskBoard {
     const message = v.optionalText(error, 'error', MAX_ERROR_LENGTH)
     if (message === null) throw new InvalidInputError('error must be a string or an Error', { field: 'error' })
     const retryable = v.optionalBoolean(i.retryable, 'retryable', true)
-    return this.write((tx) => {
-      this.fenced(tx, c, { type: 'FAIL', runId: c.runId, token: c.token, error: message, retryable, jitter: Math.random() })
+    const jitter = Math.random()
+    const board = this
+    return this.write(function* (tx) {
+      yield* board.fenced(tx, c, { type: 'FAIL', runId: c.runId, token: c.token, error: message, retryable, jitter })
       return c.taskId
     }).then((id) => this.mustGet(id))
   }
@@ -263,8 +276,9 @@ export class SqliteTaskBoard implements TaskBoard {
   async release(claim: Claim, input: ReleaseInput = {}): Promise<Task> {
     const c = this.claimShape(claim)
     const reason = v.optionalText(v.requireOptions(input, 'release input', KEYS.release).reason, 'reason', MAX_SUMMARY)
-    return this.write((tx) => {
-      this.fenced(tx, c, { type: 'RELEASE', runId: c.runId, token: c.token, reason })
+    const board = this
+    return this.write(function* (tx) {
+      yield* board.fenced(tx, c, { type: 'RELEASE', runId: c.runId, token: c.token, reason })
       return c.taskId
     }).then((id) => this.mustGet(id))
   }
@@ -316,7 +330,7 @@ export class SqliteTaskBoard implements TaskBoard {
   async children(taskId: string): Promise<string[]> {
     const id = v.requireString(taskId, 'taskId')
     return this.read(() => {
-      this.mustExist(id)
+      if (!this.q.exists(id)) throw new TaskNotFoundError(id)
       return this.q.childIds(id)
     })
   }
@@ -335,7 +349,7 @@ export class SqliteTaskBoard implements TaskBoard {
   async runs(taskId: string): Promise<Run[]> {
     const id = v.requireString(taskId, 'taskId')
     return this.read(() => {
-      this.mustExist(id)
+      if (!this.q.exists(id)) throw new TaskNotFoundError(id)
       return this.q.runs(id).map(toRun)
     })
   }
@@ -365,16 +379,12 @@ export class SqliteTaskBoard implements TaskBoard {
 
   // ---- internals ----
 
-  private write<T>(fn: (tx: StepTx) => T): Promise<T> {
-    return this.options.guard(() => this.kernel.write(fn))
+  private write<T>(body: (tx: StepTx) => Io<T>): Promise<T> {
+    return this.options.guard(() => this.kernel.write(body))
   }
 
   private read<T>(fn: () => T): Promise<T> {
     return this.options.guard(() => withBusyRetry(fn, this.options.busyRetryMs))
-  }
-
-  private mustExist(id: string): void {
-    if (!this.q.exists(id)) throw new TaskNotFoundError(id)
   }
 
   private async mustGet(id: string): Promise<Task> {
@@ -409,17 +419,17 @@ export class SqliteTaskBoard implements TaskBoard {
     }
   }
 
-  private tryClaim(
+  private *tryClaim(
     tx: StepTx,
     id: string,
     worker: string,
     leaseMs: number,
     claimant: Claimant,
     claimKey: string | null = null,
-  ): Claim | null {
+  ): Io<Claim | null> {
     const runId = newId('r')
     const token = newToken()
-    const step = this.send(tx, id, { type: 'CLAIM', runId, token, worker, leaseMs, claimKey, ...claimant })
+    const step = yield* this.send(tx, id, { type: 'CLAIM', runId, token, worker, leaseMs, claimKey, ...claimant })
     if (!step.accepted) {
       // Not ready (null), or not this claimant's task whatever its state: that is no race
       // to retry, so it is an error that says whose task it is.
@@ -436,35 +446,40 @@ export class SqliteTaskBoard implements TaskBoard {
    * A fenced command: refused means the claim is stale (LEASE_LOST), or names a run the
    * task never had (RUN_NOT_FOUND: looked up only on refusal, so the fence costs nothing more).
    */
-  private fenced(tx: StepTx, claim: Claim, event: Command): AnyMachineSnapshot {
-    const step = this.send(tx, claim.taskId, event)
+  private *fenced(tx: StepTx, claim: Claim, event: Command): Io<AnyMachineSnapshot> {
+    const step = yield* this.send(tx, claim.taskId, event)
     if (!step.accepted) {
-      if (!this.q.runExists(claim.taskId, claim.runId)) throw new RunNotFoundError(claim.taskId, claim.runId)
+      if (!(yield* io((s) => s.runExists(claim.taskId, claim.runId)))) throw new RunNotFoundError(claim.taskId, claim.runId)
       throw new LeaseLostError(claim.taskId, claim.runId, step.stateBefore)
     }
     return step.snapshot
   }
 
   /** A command that must be accepted; a refusal is INVALID_TRANSITION. */
-  private command(tx: StepTx, id: string, event: Command, hint = ''): StepResult {
-    const step = this.send(tx, id, event)
+  private *command(tx: StepTx, id: string, event: Command, hint = ''): Io<StepResult> {
+    const step = yield* this.send(tx, id, event)
     if (!step.accepted) throw new InvalidTransitionError(id, event.type, step.stateBefore, hint)
     return step
   }
 
   private simple(id: string, event: Command, hint = ''): Promise<Task> {
-    return this.write((tx) => {
-      this.mustExist(id)
-      this.command(tx, id, event, hint)
+    const board = this
+    return this.write(function* (tx) {
+      yield* mustExist(id)
+      yield* board.command(tx, id, event, hint)
       return id
     }).then((taskId) => this.mustGet(taskId))
   }
 
-  private send(tx: StepTx, id: string, event: Command): StepResult {
-    const step = this.kernel.stepInTx(tx, TASK_MACHINE_ID, id, event)
+  private *send(tx: StepTx, id: string, event: Command): Io<StepResult> {
+    const step = yield* this.kernel.stepInTx(tx, TASK_MACHINE_ID, id, event)
     if (!step) throw new TaskNotFoundError(id)
     return step
   }
+}
+
+function* mustExist(id: string): Io<void> {
+  if (!(yield* io((s) => s.taskExists(id)))) throw new TaskNotFoundError(id)
 }
 
 function parseJson(text: string | null): Json | null {

@@ -5,7 +5,7 @@
  * finds the row gone. The loop sleeps until the earliest due timer, but never longer
  * than `pollMs`, so timers written by other processes are noticed promptly.
  */
-import type { Kernel } from '../persistence/kernel.js'
+import type { Kernel } from './core/kernel.js'
 
 const BATCH = 256
 
@@ -15,6 +15,8 @@ export class TimerLoop {
   private wakeAt = Number.POSITIVE_INFINITY
   private running: Promise<void> | null = null
   private stopped = false
+  /** Bumped by every schedule(): a store that answers the due time asynchronously must not set a stale timer. */
+  private scheduling = 0
 
   constructor(
     private readonly kernel: Kernel,
@@ -33,7 +35,7 @@ export class TimerLoop {
     let total = 0
     for (;;) {
       // A read first: an idle orchestrator must not take the write lock on every tick.
-      const due = this.kernel.nextTimerDue()
+      const due = await this.kernel.nextTimerDue()
       if (due === null || due > this.kernel.now()) return total
       const delivered = await this.kernel.deliverDueTimers(BATCH)
       total += delivered
@@ -57,13 +59,31 @@ export class TimerLoop {
   private schedule(): void {
     if (this.stopped) return
     if (this.timer) clearTimeout(this.timer)
-    let delay = this.pollMs
+    this.timer = null
+    const scheduling = ++this.scheduling
+    let due: number | null | Promise<number | null> = null
     try {
-      const due = this.kernel.nextTimerDue()
-      if (due !== null) delay = Math.max(0, Math.min(this.pollMs, due - this.kernel.now()))
+      due = this.kernel.nextTimerDue()
     } catch (error) {
       this.onError(error)
     }
+    if (due instanceof Promise) {
+      due.then(
+        (at) => scheduling === this.scheduling && this.sleepUntil(at),
+        (error: unknown) => {
+          this.onError(error)
+          if (scheduling === this.scheduling) this.sleepUntil(null)
+        },
+      )
+    } else {
+      this.sleepUntil(due)
+    }
+  }
+
+  /** Sleep until `due` (never longer than pollMs), then tick. */
+  private sleepUntil(due: number | null): void {
+    if (this.stopped) return
+    const delay = due === null ? this.pollMs : Math.max(0, Math.min(this.pollMs, due - this.kernel.now()))
     this.wakeAt = this.kernel.now() + delay
     this.timer = setTimeout(() => this.tick(), delay)
     this.timer.unref()

@@ -269,8 +269,8 @@ export interface OrchestratorOptions {
 export interface ReloadOptions {
   /** New machine definitions; persisted snapshots of older versions are migrated. */
   machines?: {
-    task?: import('../persistence/kernel.js').MachineDefinition
-    session?: import('../persistence/kernel.js').MachineDefinition
+    task?: import('./core/kernel.js').MachineDefinition
+    session?: import('./core/kernel.js').MachineDefinition
   }
 }
 

@@ -16,7 +16,7 @@
  *   come from the current snapshot; the final replayed context is compared with the
  *   persisted one (`verified`).
  */
-import { stateName } from '../../persistence/kernel.js'
+import { stateName } from '../core/kernel.js'
 import { isDeepStrictEqual } from 'node:util'
 import { initialTransition, transition, type AnyMachineSnapshot, type AnyStateMachine } from 'xstate'
 import type { InspectorStore, JournalRowLite } from './store.js'

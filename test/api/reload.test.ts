@@ -2,7 +2,7 @@
 import Database from 'better-sqlite3'
 import { describe, expect, it } from 'vitest'
 import { createOrchestrator, sessionMachine, taskMachine, watchMachines, type Orchestrator } from '../../src/index.js'
-import type { PersistedSnapshot } from '../../persistence/kernel.js'
+import type { PersistedSnapshot } from '../../src/core/kernel.js'
 import { open, raw, sleep, tempDbPath, waitFor } from '../helpers.js'
 
 const CHAIN = ['a/primary', 'b/fallback', 'c/last']

@@ -1,20 +1,22 @@
 /**
- * The committed step: the one place where an event meets a machine and SQLite.
+ * The committed step: the one place where an event meets a machine and a store. It
+ * imports no database driver: it is a program of store operations (see io.ts and
+ * persistence/store.ts) that each store runs inside one transaction.
  *
- *   BEGIN IMMEDIATE
- *     read actor row -> restore snapshot (cached by version) -> read facts
- *     transition (pure) -> accepted? -> UPDATE actor, INSERT journal, apply durable actions
- *     (timers, projections, runs, links, events for other actors: same transaction)
- *   COMMIT -> publish journal entries, update the snapshot cache
+ *   BEGIN (the store's write transaction)
+ *     load actor row -> restore snapshot (cached by version) -> read facts
+ *     transition (pure) -> accepted? -> save actor (version-checked), append journal,
+ *     apply durable actions (timers, projections, runs, links, events for other actors)
+ *   COMMIT -> publish journal entries, update the snapshot cache, run after-commit effects
  *
- * Everything else in lockstep calls `write()` and `send()`; nothing else writes actor
+ * Everything else in lockstep calls `write()` and `stepInTx()`; nothing else writes actor
  * state.
  */
 import { createActor, type AnyActorScope, type AnyMachineSnapshot, type AnyStateMachine } from 'xstate'
-import { SchemaTooNewError, SnapshotIncompatibleError } from '../src/errors.js'
-import type { JournalEntry } from '../src/types.js'
-import { writeTransaction, type Db } from './connection.js'
-import { SCHEMA_VERSION } from './migrations.js'
+import type { ActorRow, ActorWrite, Awaitable, JournalWrite, TimerChange } from '../../persistence/store.js'
+import { SnapshotIncompatibleError } from '../errors.js'
+import type { JournalEntry } from '../types.js'
+import { io, type Io } from './io.js'
 
 /** An executable action as XState hands it to the action executor: data, never run. */
 export interface MachineAction {
@@ -68,9 +70,9 @@ export interface ActorKind {
   /** Projection columns of `table`, set by every accepted step from `project()`. */
   projection: readonly string[]
   /** What the guards need from other rows, read inside the transaction. */
-  facts?(tx: StepTx, actorId: string, event: StepEvent): unknown
+  facts?(tx: StepTx, actorId: string, event: StepEvent): Io<unknown>
   /** Durable actions by action type, applied inside the transaction. */
-  effects: Record<string, (tx: StepTx, step: StepInfo, params: any) => void>
+  effects: Record<string, (tx: StepTx, step: StepInfo, params: any) => Io<void>>
   /**
    * Side effects by action type, run after COMMIT, in commit order (host calls). A crash
    * between COMMIT and the call loses the call: machines that use these must recover
@@ -104,11 +106,17 @@ interface RegisteredKind extends ActorKind {
   scope: AnyActorScope
   /** Where that scope's executor records the actions of the current transition. */
   actions: MachineAction[]
-  statements: {
-    row: ReturnType<Db['prepare']>
-    snapshot: ReturnType<Db['prepare']>
-    update: { run(...params: unknown[]): { changes: number } }
-  }
+}
+
+/**
+ * How the kernel reaches its store: a store's driver runs a program in one write
+ * transaction (building it anew from `program` for each retry) and answers the one read
+ * the timer loop needs outside a transaction.
+ */
+export interface StoreDriver {
+  write<T>(program: () => Io<T>): Promise<T>
+  /** The earliest due time of any timer, or null. */
+  nextTimerDue(): Awaitable<number | null>
 }
 
 interface CachedSnapshot {
@@ -116,6 +124,19 @@ interface CachedSnapshot {
   machineId: string
   machineVersion: number
   snapshot: AnyMachineSnapshot
+}
+
+/** What one accepted step writes, computed purely and saved with one store operation. */
+interface WriteSet {
+  info: StepInfo
+  /** The version the row must be at. */
+  version: number
+  row: ActorWrite
+  /** The entries as published after commit (their seqs filled in by save()). */
+  journal: JournalEntry[]
+  /** The same entries as the store writes them (the event as JSON). */
+  journalWrites: JournalWrite[]
+  timers: TimerChange[]
 }
 
 /** Bounds cross-actor cascades inside one transaction (a completed task promotes its children, ...). */
@@ -151,7 +172,6 @@ export class StepTx {
 
   constructor(
     readonly kernel: Kernel,
-    readonly db: Db,
     readonly now: number,
   ) {}
 
@@ -168,24 +188,16 @@ export class StepTx {
   }
 
   /** @internal Step every queued cross-actor event, in order. */
-  drain(): void {
+  *drain(): Io<void> {
     for (let next = this.queue.shift(); next; next = this.queue.shift()) {
-      this.kernel.stepInTx(this, next.machineId, next.actorId, next.event)
+      yield* this.kernel.stepInTx(this, next.machineId, next.actorId, next.event)
     }
   }
-}
-
-interface ActorRow {
-  machine_id: string
-  machine_version: number
-  version: number
-  state: string
 }
 
 export interface KernelOptions {
   /** Milliseconds since the epoch. Injectable so tests can move time. */
   now?: () => number
-  busyRetryMs?: number
   /** Restored snapshots kept in memory, keyed by actor version. */
   cacheSize?: number
   /** Errors thrown by after-commit effects. */
@@ -198,19 +210,15 @@ export class Kernel {
   private readonly kinds = new Map<string, RegisteredKind>()
   private readonly cache = new Map<string, CachedSnapshot>()
   private readonly cacheSize: number
-  private readonly busyRetryMs: number
   private readonly commitListeners = new Set<(commit: Commit) => void>()
-  private readonly statements: ReturnType<typeof prepareStatements>
 
   constructor(
-    readonly db: Db,
+    private readonly driver: StoreDriver,
     options: KernelOptions = {},
   ) {
     this.now = options.now ?? Date.now
     this.onError = options.onError ?? ((error) => console.error('[lockstep]', error))
     this.cacheSize = options.cacheSize ?? 10_000
-    this.busyRetryMs = options.busyRetryMs ?? 60_000
-    this.statements = prepareStatements(db)
   }
 
   register(kind: ActorKind): void {
@@ -232,17 +240,7 @@ export class Kernel {
         actions.push(action)
       },
     } as unknown as AnyActorScope
-    const t = kind.table
-    const statements = {
-      row: this.db.prepare(`SELECT machine_id, machine_version, version, state FROM ${t} WHERE id = ?`),
-      snapshot: this.db.prepare(`SELECT snapshot FROM ${t} WHERE id = ?`),
-      update: this.db.prepare<unknown[]>(
-        `UPDATE ${t} SET machine_id = ?, machine_version = ?, state = ?, snapshot = ?, version = version + 1, updated_at = ?
-           ${kind.projection.map((column) => `, ${column} = ?`).join('')}
-         WHERE id = ? AND version = ?`,
-      ),
-    }
-    this.kinds.set(kind.machineId, { ...kind, scope, actions, statements })
+    this.kinds.set(kind.machineId, { ...kind, scope, actions })
   }
 
   private kind(machineId: string): RegisteredKind {
@@ -258,26 +256,20 @@ export class Kernel {
   }
 
   /**
-   * Run `fn` in one IMMEDIATE transaction with busy retry. Journal entries are
-   * published and cached snapshots updated only after COMMIT.
+   * Run the program `body` in one write transaction of the store (retried whole by the
+   * store on transient refusals, so `body` is called anew for each attempt). Journal
+   * entries are published, cached snapshots updated and after-commit effects run only
+   * after COMMIT.
    */
-  async write<T>(fn: (tx: StepTx) => T): Promise<T> {
+  async write<T>(body: (tx: StepTx) => Io<T>): Promise<T> {
     let tx!: StepTx
-    const result = await writeTransaction(
-      this.db,
-      () => {
-        // A newer lockstep may have migrated the file since this process opened it (a
-        // rolling upgrade): refuse with a typed error rather than run statements written
-        // for the old schema (one may name an index that no longer exists).
-        const found = this.statements.schemaVersion.get() as number
-        if (found > SCHEMA_VERSION) throw new SchemaTooNewError(this.db.name, found, SCHEMA_VERSION)
-        tx = new StepTx(this, this.db, this.now())
-        const value = fn(tx)
-        tx.drain()
-        return value
-      },
-      this.busyRetryMs,
-    )
+    const kernel = this
+    const result = await this.driver.write(function* () {
+      tx = new StepTx(kernel, kernel.now())
+      const value = yield* body(tx)
+      yield* tx.drain()
+      return value
+    })
     this.committed(tx)
     return result
   }
@@ -307,33 +299,34 @@ export class Kernel {
    * Start an actor and apply its first event, inside `tx`. The kind has already inserted
    * its row (static columns, version 0); this step fills in the snapshot.
    */
-  createInTx(tx: StepTx, machineId: string, actorId: string, input: unknown, event: Omit<StepEvent, 'at'>): StepResult {
+  *createInTx(tx: StepTx, machineId: string, actorId: string, input: unknown, event: Omit<StepEvent, 'at'>): Io<StepResult> {
     const kind = this.kind(machineId)
     const { scope, actions } = kind
     actions.length = 0
     const initial = kind.machine.getInitialSnapshot(scope, input)
     const initialActions = actions.splice(0)
     const stamped = { ...event, at: tx.now } as StepEvent
-    return this.apply(tx, kind, actorId, initial, 0, stamped, initialActions, true)
+    return yield* this.apply(tx, kind, actorId, initial, 0, stamped, initialActions, true)
   }
 
   /** Send an event to an existing actor inside `tx`; queued cross-actor events run at the end of the transaction. */
-  stepInTx(tx: StepTx, machineId: string, actorId: string, event: Omit<StepEvent, 'at'> & { at?: number }): StepResult | null {
+  *stepInTx(tx: StepTx, machineId: string, actorId: string, event: Omit<StepEvent, 'at'> & { at?: number }): Io<StepResult | null> {
     const kind = this.kind(machineId)
-    const row = kind.statements.row.get(actorId) as ActorRow | undefined
+    const row = yield* io((s) => s.loadActor(kind, actorId))
     if (!row) return null
-    const before = this.restore(tx, kind, actorId, row)
+    // Generators cost more than calls on the hot path: the cache check is a plain call.
+    const before = this.cached(tx, kind, actorId, row) ?? this.restoreJson(kind, actorId, row, yield* io((s) => s.loadSnapshot(kind, actorId)))
     const stamped = { ...event, at: event.at ?? tx.now } as StepEvent
-    return this.apply(tx, kind, actorId, before, row.version, stamped, [], false)
+    return yield* this.apply(tx, kind, actorId, before, row.version, stamped, [], false)
   }
 
-  private restore(tx: StepTx, kind: RegisteredKind, actorId: string, row: ActorRow): AnyMachineSnapshot {
+  /** The live snapshot of `row`'s version from this transaction or the cache, if there. */
+  private cached(tx: StepTx, kind: RegisteredKind, actorId: string, row: ActorRow): AnyMachineSnapshot | null {
     const pending = tx.cacheUpdates.get(actorId)
     if (pending && pending.version === row.version) return pending.snapshot
     const cached = this.cache.get(actorId)
     if (cached && cached.version === row.version && cached.machineVersion === kind.machineVersion) return cached.snapshot
-    const { snapshot: json } = kind.statements.snapshot.get(actorId) as { snapshot: string }
-    return this.restoreJson(kind, actorId, row, json)
+    return null
   }
 
   /** Rebuild a live snapshot from its JSON, migrating it from an older machine version first. */
@@ -402,20 +395,19 @@ export class Kernel {
    * through its migrations, inside `tx`; each one is journaled as `migrated`. Refuses (and
    * so rolls back) on the first actor that cannot be migrated or restored, naming it.
    */
-  migrateAll(tx: StepTx, machineId: string): number {
+  *migrateAll(tx: StepTx, machineId: string): Io<number> {
     const kind = this.kind(machineId)
-    const rows = this.db
-      .prepare(`SELECT id, machine_id, machine_version, version, state, snapshot FROM ${kind.table} WHERE machine_version != ? AND version > 0`)
-      .all(kind.machineVersion) as Array<ActorRow & { id: string; snapshot: string }>
+    const rows = yield* io((s) => s.actorsOfOtherVersion(kind, kind.machineVersion))
     for (const row of rows) {
       const after = this.restoreJson(kind, row.id, row, row.snapshot)
       const event: StepEvent = { type: 'MIGRATE', at: tx.now, fromVersion: row.machine_version, toVersion: kind.machineVersion }
-      this.persist(tx, kind, row.id, event, null, after, row.version, row.state, ['migrated'], false)
+      const write = this.writeSet(tx, kind, row.id, event, null, after, row.version, row.state, ['migrated'], false, [])
+      this.saved(tx, kind, write, yield* io((s) => s.saveStep(kind, row.id, write.version, write.row, write.journalWrites, write.timers)))
     }
     return rows.length
   }
 
-  private apply(
+  private *apply(
     tx: StepTx,
     kind: RegisteredKind,
     actorId: string,
@@ -424,14 +416,47 @@ export class Kernel {
     event: StepEvent,
     initialActions: MachineAction[],
     isNew: boolean,
-  ): StepResult {
+  ): Io<StepResult> {
     tx.countStep()
     // A machine in a final state is finished: it accepts nothing more (XState would still
     // run root-level transitions on a done snapshot).
     if (!isNew && before.status === 'done') {
       return { accepted: false, stateBefore: stateName(before.value), snapshot: before, version, journal: [] }
     }
-    if (kind.facts) event = { ...event, facts: kind.facts(tx, actorId, event) }
+    if (kind.facts) event = { ...event, facts: yield* kind.facts(tx, actorId, event) }
+    // The pure part runs in plain functions; this generator only sequences the store calls.
+    const step = this.transition(tx, kind, actorId, before, version, event, initialActions, isNew)
+    if (!step.accepted) return step.result
+    const { write } = step
+    this.saved(tx, kind, write, yield* io((s) => s.saveStep(kind, actorId, write.version, write.row, write.journalWrites, write.timers)))
+    for (const action of step.actions) {
+      const later = kind.afterCommit?.[action.type]
+      if (later) {
+        const params = action.params
+        tx.afterCommit.push(() => later(actorId, params))
+        continue
+      }
+      const effect = kind.effects[action.type]
+      // No effect: assign-only helpers and named actions with no durable meaning.
+      if (effect) yield* effect(tx, write.info, action.params)
+    }
+    return step.result
+  }
+
+  /**
+   * The pure half of a step: the transition, and for an accepted one its write set (the
+   * actor row, journal entries, timer changes) and the actions left for effects.
+   */
+  private transition(
+    tx: StepTx,
+    kind: RegisteredKind,
+    actorId: string,
+    before: AnyMachineSnapshot,
+    version: number,
+    event: StepEvent,
+    initialActions: MachineAction[],
+    isNew: boolean,
+  ): { accepted: false; result: StepResult } | { accepted: true; result: StepResult; write: WriteSet; actions: MachineAction[] } {
     const { scope, actions } = kind
     actions.length = 0
     const after = kind.machine.transition(before, event, scope) as AnyMachineSnapshot
@@ -442,44 +467,32 @@ export class Kernel {
       if (after !== before && !isNew) {
         throw new Error(`${kind.machineId}: ${event.type} changed ${actorId} without a journal action`)
       }
-      return { accepted: false, stateBefore, snapshot: before, version, journal: [] }
+      return { accepted: false, result: { accepted: false, stateBefore, snapshot: before, version, journal: [] } }
     }
-
-    const { step, written } = this.persist(tx, kind, actorId, event, isNew ? null : before, after, version, stateBefore, kinds, isNew)
-
+    // The timers this step sets and cancels, in action order; every other action but the
+    // journal's is an effect.
+    const timers: TimerChange[] = []
+    const effects: MachineAction[] = []
     for (const action of stepActions) {
-      if (action.type === 'journal') continue
       if (action.type === 'xstate.raise') {
         const params = action.params as { event: object; id?: string; delay?: number }
         if (typeof params.delay !== 'number') continue // an internal raise, already processed
         if (!params.id) throw new Error(`${kind.machineId}: delayed raise without an id cannot be persisted`)
-        const due = event.at + params.delay
-        this.statements.upsertTimer.run(actorId, params.id, kind.machineId, due, JSON.stringify(params.event))
-        if (tx.earliestTimerDue === null || due < tx.earliestTimerDue) tx.earliestTimerDue = due
-        continue
+        const timer = { actor_id: actorId, timer_id: params.id, machine_id: kind.machineId, due_at: event.at + params.delay, event: JSON.stringify(params.event) }
+        timers.push({ upsert: timer })
+        if (tx.earliestTimerDue === null || timer.due_at < tx.earliestTimerDue) tx.earliestTimerDue = timer.due_at
+      } else if (action.type === 'xstate.cancel') {
+        timers.push({ cancel: { actorId, timerId: (action.params as { sendId: string }).sendId } })
+      } else if (action.type !== 'journal') {
+        effects.push(action)
       }
-      if (action.type === 'xstate.cancel') {
-        this.statements.deleteTimer.run(actorId, (action.params as { sendId: string }).sendId)
-        continue
-      }
-      const later = kind.afterCommit?.[action.type]
-      if (later) {
-        const params = action.params
-        tx.afterCommit.push(() => later(actorId, params))
-        continue
-      }
-      const effect = kind.effects[action.type]
-      if (!effect) {
-        // Assign-only helpers and no-op named actions with no durable meaning.
-        continue
-      }
-      effect(tx, step, action.params)
     }
-    return { accepted: true, stateBefore, snapshot: after, version: version + 1, journal: written }
+    const write = this.writeSet(tx, kind, actorId, event, isNew ? null : before, after, version, stateBefore, kinds, isNew, timers)
+    return { accepted: true, result: { accepted: true, stateBefore, snapshot: after, version: version + 1, journal: write.journal }, write, actions: effects }
   }
 
-  /** Write an accepted step: the row (snapshot + projection, version-checked) and its journal entries. */
-  private persist(
+  /** An accepted step's write set: the row (snapshot + projection), its journal entries and timer changes. */
+  private writeSet(
     tx: StepTx,
     kind: RegisteredKind,
     actorId: string,
@@ -490,67 +503,62 @@ export class Kernel {
     stateBefore: string,
     kinds: string[],
     isNew: boolean,
-  ): { step: StepInfo; written: JournalEntry[] } {
+    timers: TimerChange[],
+  ): WriteSet {
     const nextVersion = version + 1
     const stateAfter = stateName(after.value)
-    const persisted = JSON.stringify(kind.machine.getPersistedSnapshot(after))
-    const step: StepInfo = { actorId, event, before, after, version: nextVersion }
-    const changed = kind.statements.update.run(
-      kind.machineId,
-      kind.machineVersion,
-      stateAfter,
-      persisted,
-      tx.now,
-      ...kind.project(step),
-      actorId,
-      version,
-    ).changes
-    // Cannot happen under the write lock; if it does, the transaction must not commit.
-    if (changed !== 1) throw new Error(`${kind.table} row ${actorId} is not at version ${version}`)
-    tx.cacheUpdates.set(actorId, { version: nextVersion, machineId: kind.machineId, machineVersion: kind.machineVersion, snapshot: after })
-
-    const runId = kind.runIdOf?.(step) ?? null
+    const info: StepInfo = { actorId, event, before, after, version: nextVersion }
+    const runId = kind.runIdOf?.(info) ?? null
     const { facts: _facts, ...eventRecord } = event
     for (const field of kind.secretEventFields ?? []) delete eventRecord[field]
     const eventJson = JSON.stringify(eventRecord)
-    const written: JournalEntry[] = []
-    for (const journalKind of kinds) {
-      const seq = Number(
-        this.statements.insertJournal.run(
-          kind.machineId,
-          actorId,
-          journalKind,
-          event.type,
-          eventJson,
-          isNew ? null : stateBefore,
-          stateAfter,
-          runId,
-          nextVersion,
-          event.at,
-        ).lastInsertRowid,
-      )
-      written.push({
-        seq,
+    const journal: JournalEntry[] = kinds.map((journalKind) => ({
+      seq: 0, // the store's, once saved
+      machineId: kind.machineId,
+      actorId,
+      kind: journalKind,
+      eventType: event.type,
+      event: eventRecord,
+      stateBefore: isNew ? null : stateBefore,
+      stateAfter,
+      runId,
+      actorVersion: nextVersion,
+      at: event.at,
+    }))
+    return {
+      info,
+      version,
+      row: {
         machineId: kind.machineId,
-        actorId,
-        kind: journalKind,
-        eventType: event.type,
-        event: eventRecord,
-        stateBefore: isNew ? null : stateBefore,
-        stateAfter,
-        runId,
-        actorVersion: nextVersion,
-        at: event.at,
-      })
+        machineVersion: kind.machineVersion,
+        state: stateAfter,
+        snapshot: JSON.stringify(kind.machine.getPersistedSnapshot(after)),
+        updatedAt: tx.now,
+        projection: kind.project(info),
+      },
+      journal,
+      journalWrites: journal.map((entry) => ({ ...entry, event: eventJson })),
+      timers,
     }
-    tx.journal.push(...written)
-    return { step, written }
+  }
+
+  /**
+   * After the store saved a write set (`seqs` from saveStep; null if the row was not at
+   * the expected version): its journal entries get their seqs and the cache its snapshot.
+   */
+  private saved(tx: StepTx, kind: RegisteredKind, write: WriteSet, seqs: number[] | null): void {
+    const { actorId } = write.info
+    // The version check: a store serializes writers to one actor, so this cannot fail;
+    // if it does, the transaction must not commit.
+    if (seqs === null) throw new Error(`${kind.table} row ${actorId} is not at version ${write.version}`)
+    write.journal.forEach((entry, i) => (entry.seq = seqs[i]!))
+    tx.cacheUpdates.set(actorId, { version: write.info.version, machineId: kind.machineId, machineVersion: kind.machineVersion, snapshot: write.info.after })
+    tx.journal.push(...write.journal)
   }
 
   /** The earliest due time of any timer, or null. */
-  nextTimerDue(): number | null {
-    const row = this.statements.nextTimer.get() as { due_at: number } | undefined
-    return row ? row.due_at : null
+  nextTimerDue(): Awaitable<number | null> {
+    return this.driver.nextTimerDue()
   }
 
   /**
@@ -558,17 +566,12 @@ export class Kernel {
    * the same transaction). A timer whose guard no longer matches is a harmless no-op.
    */
   async deliverDueTimers(limit = 256): Promise<number> {
-    return this.write((tx) => {
-      const due = this.statements.dueTimers.all(tx.now, limit) as Array<{
-        actor_id: string
-        timer_id: string
-        machine_id: string
-        due_at: number
-        event: string
-      }>
+    const kernel = this
+    return this.write(function* (tx) {
+      const due = yield* io((s) => s.dueTimers(tx.now, limit))
       for (const timer of due) {
-        this.statements.deleteTimer.run(timer.actor_id, timer.timer_id)
-        this.stepInTx(tx, timer.machine_id, timer.actor_id, { ...JSON.parse(timer.event), at: tx.now })
+        yield* io((s) => s.deleteTimer(timer.actor_id, timer.timer_id))
+        yield* kernel.stepInTx(tx, timer.machine_id, timer.actor_id, { ...JSON.parse(timer.event), at: tx.now })
       }
       return due.length
     })
@@ -581,23 +584,4 @@ function journalKinds(actions: MachineAction[]): string[] {
     if (action.type === 'journal') kinds.push(...(action.params as { kinds: string[] }).kinds)
   }
   return kinds
-}
-
-function prepareStatements(db: Db) {
-  return {
-    schemaVersion: db.prepare('PRAGMA user_version').pluck(),
-    insertJournal: db.prepare(
-      `INSERT INTO journal (machine_id, actor_id, kind, event_type, event, state_before, state_after, run_id, actor_version, at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-    ),
-    upsertTimer: db.prepare(
-      `INSERT INTO timers (actor_id, timer_id, machine_id, due_at, event) VALUES (?, ?, ?, ?, ?)
-       ON CONFLICT (actor_id, timer_id) DO UPDATE SET due_at = excluded.due_at, event = excluded.event`,
-    ),
-    deleteTimer: db.prepare('DELETE FROM timers WHERE actor_id = ? AND timer_id = ?'),
-    nextTimer: db.prepare('SELECT due_at FROM timers ORDER BY due_at LIMIT 1'),
-    dueTimers: db.prepare(
-      'SELECT actor_id, timer_id, machine_id, due_at, event FROM timers WHERE due_at <= ? ORDER BY due_at LIMIT ?',
-    ),
-  }
 }

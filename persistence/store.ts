@@ -1,0 +1,198 @@
+/**
+ * The store boundary: every database operation the committed step (src/core/kernel.ts)
+ * and the task and session write bodies need, and nothing else. A store only loads and
+ * writes; every rule (guards, facts, what a finished parent is, the claim loop, the
+ * cascade) lives in storage-free code above it.
+ *
+ * Operations may answer synchronously (SQLite: better-sqlite3 inside one IMMEDIATE
+ * transaction) or with a promise (PostgreSQL: one client between BEGIN and COMMIT). The
+ * step is written once, as a program that yields operations (src/core/io.ts); each store's
+ * driver runs it its own way, so SQLite pays for no promise.
+ *
+ * What a store must guarantee:
+ * - `write(program)` runs the whole program in one transaction that either commits every
+ *   operation or none; two writes that touch the same actor are serialized (SQLite: one
+ *   writer at a time; PostgreSQL: row locks), and `saveActor` checks the version.
+ * - A write the database refuses transiently (busy, serialization failure, deadlock, a
+ *   dropped connection) is retried whole by the store, invisibly; a program must
+ *   therefore have no effect outside the store until the write resolves.
+ * - Journal `seq`s increase in one order that a follower reading "after seq N" never
+ *   skips.
+ */
+import type { RunOutcome, TaskStatus } from '../machines/task.js'
+
+export type Awaitable<T> = T | Promise<T>
+
+/** The standard columns of an actor row, without its (large) snapshot. */
+export interface ActorRow {
+  machine_id: string
+  machine_version: number
+  version: number
+  state: string
+}
+
+/** An actor row with its persisted snapshot, as a migration reads it. */
+export interface ActorSnapshotRow extends ActorRow {
+  id: string
+  snapshot: string
+}
+
+/** One accepted step's write of an actor row: snapshot, state and projection, together. */
+export interface ActorWrite {
+  machineId: string
+  machineVersion: number
+  state: string
+  /** The persisted XState snapshot, as JSON. */
+  snapshot: string
+  updatedAt: number
+  /** Values of the kind's projection columns, in the kind's order. */
+  projection: readonly unknown[]
+}
+
+/** Where a family of actors lives: its table and the projection columns each step writes. */
+export interface ActorTable {
+  table: string
+  projection: readonly string[]
+}
+
+export interface JournalWrite {
+  machineId: string
+  actorId: string
+  kind: string
+  eventType: string
+  /** The event as JSON (secrets removed). */
+  event: string
+  stateBefore: string | null
+  stateAfter: string
+  runId: string | null
+  actorVersion: number
+  at: number
+}
+
+/** A timer set (upsert) or cancelled by a step, applied in the step's action order. */
+export type TimerChange = { upsert: TimerRow } | { cancel: { actorId: string; timerId: string } }
+
+export interface TimerRow {
+  actor_id: string
+  timer_id: string
+  machine_id: string
+  due_at: number
+  /** The event to deliver, as JSON. */
+  event: string
+}
+
+/** A new task's static columns; the creating step fills in snapshot and projection. */
+export interface NewTaskRow {
+  id: string
+  title: string
+  body: string | null
+  assignee: string | null
+  tenant: string | null
+  priority: number
+  payload: string | null
+  idempotencyKey: string | null
+  maxAttempts: number
+}
+
+/** A parent of a task as the claim gate's facts need it. */
+export interface ParentRow {
+  id: string
+  status: TaskStatus
+  completed_at: number | null
+}
+
+/** Which ready tasks a claimNext looks at. */
+export interface ReadyFilter {
+  /** Only this assignee's tasks; without it (and without anyAssignee) only unassigned ones. */
+  assignee?: string
+  /** Tasks of every assignee and none. */
+  anyAssignee?: boolean
+  tenant?: string
+}
+
+/** The claim a claimNext with an idempotency key made. */
+export interface ClaimKeyRow {
+  task_id: string
+  run_id: string
+  worker: string
+  attempt: number
+  lease_expires_at: number | null
+  /** 1 while that run still holds the task. */
+  held: 0 | 1
+  token: string
+}
+
+export interface OpenRun {
+  taskId: string
+  runId: string
+  worker: string
+  attempt: number
+  startedAt: number
+  leaseExpiresAt: number
+  claimKey: string | null
+}
+
+export interface CloseRun {
+  taskId: string
+  runId: string
+  endedAt: number
+  outcome: RunOutcome
+  error: string | null
+  summary: string | null
+  /** JSON, or null. */
+  result: string | null
+  metadata: string | null
+}
+
+/** The operations available inside a write transaction. */
+export interface StepStore {
+  // ---- actors (any family) ----
+  loadActor(at: ActorTable, id: string): Awaitable<ActorRow | undefined>
+  loadSnapshot(at: ActorTable, id: string): Awaitable<string>
+  /**
+   * Write an accepted step's write set: the actor row (only if it is at
+   * `expectedVersion`), then its journal entries (their seqs, in order) and its timer
+   * changes. Null, with nothing written, if the row is not at that version.
+   */
+  saveStep(
+    at: ActorTable,
+    id: string,
+    expectedVersion: number,
+    write: ActorWrite,
+    journal: readonly JournalWrite[],
+    timers: readonly TimerChange[],
+  ): Awaitable<number[] | null>
+  /** Rows whose snapshot was written by another machine version (a reload migrates them). */
+  actorsOfOtherVersion(at: ActorTable, machineVersion: number): Awaitable<ActorSnapshotRow[]>
+
+  // ---- timers ----
+  deleteTimer(actorId: string, timerId: string): Awaitable<void>
+  dueTimers(now: number, limit: number): Awaitable<TimerRow[]>
+
+  // ---- tasks ----
+  insertTask(row: NewTaskRow, now: number): Awaitable<void>
+  taskExists(id: string): Awaitable<boolean>
+  taskByIdempotencyKey(key: string): Awaitable<string | null>
+  runExists(taskId: string, runId: string): Awaitable<boolean>
+  linkExists(parentId: string, childId: string): Awaitable<boolean>
+  insertLink(parentId: string, childId: string, now: number): Awaitable<void>
+  deleteLink(parentId: string, childId: string): Awaitable<void>
+  /** Is `ancestor` reachable from `taskId` by walking parent links upward? */
+  isAncestor(ancestor: string, taskId: string): Awaitable<boolean>
+  parentRows(childId: string): Awaitable<ParentRow[]>
+  parentRow(id: string): Awaitable<ParentRow | undefined>
+  childIds(parentId: string): Awaitable<string[]>
+  /** Ready tasks the filter admits, in claim order (highest priority, then oldest). */
+  readyCandidates(filter: ReadyFilter, limit: number): Awaitable<string[]>
+  claimByKey(key: string): Awaitable<ClaimKeyRow | null>
+  openRun(run: OpenRun): Awaitable<void>
+  /** Close an open run; false if it was not open. */
+  closeRun(run: CloseRun): Awaitable<boolean>
+  extendRun(taskId: string, runId: string, leaseExpiresAt: number): Awaitable<void>
+  recordResult(taskId: string, result: string | null, summary: string | null): Awaitable<void>
+
+  // ---- sessions ----
+  insertSession(id: string, now: number): Awaitable<void>
+  /** The session's persisted snapshot, or null when it does not exist. */
+  sessionSnapshot(id: string): Awaitable<string | null>
+}
