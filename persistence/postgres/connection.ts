@@ -8,6 +8,7 @@
 import type { Pool, PoolClient, PoolConfig, QueryResult, QueryResultRow } from 'pg'
 import { InvalidInputError, SchemaTooNewError, StoreBusyError, StoreOpenError, StoreUnavailableError } from '../../src/errors.js'
 import { requireOptions } from '../../src/validate.js'
+import { SCHEMA_VERSION } from './migrations.js'
 
 /**
  * Every statement names its tables as `"schema".table` (never through `search_path`): no
@@ -263,14 +264,16 @@ export async function withTransaction<T>(conn: PgConnection, fn: (tx: PgTx) => P
   const budget = options.retryBudgetMs ?? conn.retryBudgetMs
   const deadline = performance.now() + budget
   const isolation = options.isolation ?? 'read committed'
+  // One round trip: BEGIN, then one row per applied migration (the schema version is their
+  // max; returning the rows plans cheaper than max(), measured), each with the database
+  // clock and, for writes, the transaction id. Taking the id now costs no round trip and is
+  // what lets a lost COMMIT answer be resolved (it makes a body that writes nothing commit a
+  // record too).
   const begin =
     `BEGIN ISOLATION LEVEL ${isolation.toUpperCase()}${options.readOnly ? ' READ ONLY' : ''}; ` +
-    `SELECT (SELECT max(version) FROM ${conn.schema.table('lockstep_migrations')}) AS schema_version, ` +
-    `floor(extract(epoch FROM clock_timestamp()) * 1000)::int8 AS now_ms` +
-    // Taking the transaction id now costs no round trip; it is what lets a lost COMMIT
-    // answer be resolved. (It makes even a body that writes nothing commit a record.)
-    (options.readOnly ? '' : ', pg_current_xact_id()::text AS xid')
-  const { SCHEMA_VERSION } = await import('./migrations.js')
+    `SELECT version, floor(date_part('epoch', clock_timestamp()) * 1000)::int8 AS now_ms` +
+    (options.readOnly ? '' : ', pg_current_xact_id()::text AS xid') +
+    ` FROM ${conn.schema.table('lockstep_migrations')}`
   for (let attempt = 1; ; attempt++) {
     let retry: Retryable
     try {
@@ -324,11 +327,12 @@ async function runOnce<T>(
   const after: Array<() => unknown> = []
   try {
     const results = (await client.query(begin)) as unknown as QueryResult[]
-    const row = results[1]!.rows[0] as { schema_version: number | null; now_ms: number; xid?: string }
+    const rows = results[1]!.rows as Array<{ version: number; now_ms: number; xid?: string }>
+    // No rows: the schema was never migrated (the store migrates at open).
+    const row = rows[0] ?? (await client.query(`SELECT floor(date_part('epoch', clock_timestamp()) * 1000)::int8 AS now_ms${begin.includes('pg_current_xact_id') ? ', pg_current_xact_id()::text AS xid' : ''}`)).rows[0]
+    const found = rows.reduce((max, r) => Math.max(max, r.version), 0)
     xid = row.xid ?? null
-    if ((row.schema_version ?? 0) > knownVersion) {
-      throw new SchemaTooNewError(`${conn.where} (schema ${conn.schema.name})`, row.schema_version!, knownVersion)
-    }
+    if (found > knownVersion) throw new SchemaTooNewError(`${conn.where} (schema ${conn.schema.name})`, found, knownVersion)
     const tx: PgTx = {
       client,
       schema: conn.schema,
@@ -416,6 +420,6 @@ async function commitFate(
 
 /** The database clock in ms since the epoch (`clock_timestamp()`, not the transaction's start). */
 export async function databaseNowMs(queryable: { query: PoolClient['query'] } | Pool): Promise<number> {
-  const result = await (queryable as Pool).query<{ now_ms: number }>('SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::int8 AS now_ms')
+  const result = await (queryable as Pool).query<{ now_ms: number }>("SELECT floor(date_part('epoch', clock_timestamp()) * 1000)::int8 AS now_ms")
   return result.rows[0]!.now_ms
 }
