@@ -15,6 +15,7 @@ import {
 } from '../../../persistence/postgres/connection.js'
 import { migrate } from '../../../persistence/postgres/migrations.js'
 import { LockstepError } from '../../../src/errors.js'
+import { runProc, sleep } from '../../helpers.js'
 import { adminQuery, freshSchema, pgUrl } from '../../postgres-server.js'
 import { startProxy, type TcpProxy } from './tcp-proxy.js'
 
@@ -194,5 +195,42 @@ describe('withTransaction', () => {
     expect(Math.abs(now - Number(server!.ms))).toBeLessThan(5_000)
     const inTx = await withTransaction(conn, async (tx) => tx.now)
     expect(inTx).toBeGreaterThanOrEqual(now)
+  })
+
+  it('under load from writer processes whose backends are terminated at random, nothing is lost and nothing is applied twice', async (ctx) => {
+    const conn = await setup(ctx)
+    const s = conn.schema
+    await adminQuery(`CREATE TABLE ${s.table('ledger')} (proc int NOT NULL, i int NOT NULL); CREATE TABLE ${s.table('total')} (n int NOT NULL); INSERT INTO ${s.table('total')} VALUES (0)`)
+    const [procs, each] = [3, 150]
+    let writing = true
+    const startAt = Date.now() + 1_500
+    const writers = Promise.all(
+      Array.from({ length: procs }, () => runProc('pg-ledger-writer.mjs', [pgUrl, s.name, String(each), String(startAt)])),
+    ).finally(() => (writing = false))
+    await sleep(startAt - Date.now())
+    let terminated = 0
+    while (writing) {
+      const killed = await adminQuery<{ ok: boolean }>(
+        `SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE application_name = $1 ORDER BY random() LIMIT 1`,
+        [`lockstep-load-${s.name}`],
+      )
+      terminated += killed.filter((k) => k.ok).length
+      await sleep(15 + Math.random() * 30)
+    }
+    const results = await writers
+    for (const result of results) expect(result.code, result.stderr).toBe(0)
+    const reruns = results.reduce((sum, r) => sum + (JSON.parse(r.stdout) as { reruns: number }).reruns, 0)
+    const [ledger] = await adminQuery<{ rows: string; distinct_rows: string }>(
+      `SELECT count(*) AS rows, count(DISTINCT (proc, i)) AS distinct_rows FROM ${s.table('ledger')}`,
+    )
+    const [total] = await adminQuery<{ n: number }>(`SELECT n FROM ${s.table('total')}`)
+    const [journal] = await adminQuery<{ n: string }>(`SELECT count(*) AS n FROM ${s.table('journal')}`)
+    expect(terminated).toBeGreaterThan(0)
+    expect(reruns).toBeGreaterThan(0)
+    expect(Number(ledger!.rows)).toBe(procs * each)
+    expect(Number(ledger!.distinct_rows)).toBe(procs * each)
+    expect(total!.n).toBe(procs * each)
+    expect(Number(journal!.n)).toBe(procs * each)
+    console.log(`terminate under load: ${terminated} backends terminated, ${reruns} reruns, ${procs * each} transactions applied once each`)
   })
 })
