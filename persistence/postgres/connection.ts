@@ -66,7 +66,10 @@ export type PgPoolOptions = Pick<PoolConfig, (typeof POOL_OPTION_KEYS)[number]>
 export interface PgOpenOptions {
   /** Schema holding lockstep's tables (default `lockstep`); one database can hold several. */
   schema?: string
-  /** Passed to pg.Pool. lockstep's defaults: connectionTimeoutMillis 5000, query_timeout 60000, keepAlive true. */
+  /**
+   * Passed to pg.Pool. lockstep's defaults: connectionTimeoutMillis 5000, query_timeout
+   * 60000, keepAlive true, idle_in_transaction_session_timeout 30000, application_name lockstep.
+   */
   pool?: PgPoolOptions
   /**
    * How long one transaction may keep retrying serialization failures, deadlocks and lost
@@ -144,6 +147,9 @@ export async function openPool(url: unknown, options: PgOpenOptions = {}): Promi
     connectionTimeoutMillis: 5_000,
     query_timeout: 60_000,
     keepAlive: true,
+    // A lockstep transaction never idles (handlers run outside it); one that does belongs to
+    // a frozen or stuck process, and it holds row locks and the journal followers' horizon.
+    idle_in_transaction_session_timeout: 30_000,
     application_name: 'lockstep',
     ...poolOptions,
     connectionString: url as string,
