@@ -411,7 +411,8 @@ async function commitFate(
       const status = result.rows[0]?.status
       if (status === 'committed' || status === 'aborted') return status
       if (status === 'in progress' && backendPid !== null) {
-        await conn.pool.query('SELECT pg_terminate_backend($1)', [backendPid])
+        // Without the right to signal it (another role's backend), wait for it to notice instead.
+        await conn.pool.query('SELECT pg_terminate_backend($1)', [backendPid]).catch(() => {})
       }
     } catch (error) {
       if (classifyError(error) === 'other') throw error
