@@ -4,7 +4,9 @@
  * URLs and schema names, and servers that refuse or never answer (a typed error after a
  * bounded wait, never a hang).
  */
+import { execFileSync } from 'node:child_process'
 import { createServer, type Socket } from 'node:net'
+import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { openPool, withTransaction, type PgConnection, type PgOpenOptions } from '../../../persistence/postgres/connection.js'
 import { migrate, PG_MIGRATIONS, SCHEMA_VERSION } from '../../../persistence/postgres/migrations.js'
@@ -104,6 +106,20 @@ describe('PostgreSQL schema', () => {
     expect(await codeOf(migrate(conn))).toBe('STORE_OPEN_FAILED')
     const tables = await adminQuery("SELECT table_name FROM information_schema.tables WHERE table_schema = $1", [schema])
     expect(tables).toEqual([{ table_name: 'orders' }])
+  })
+
+  it('importing the PostgreSQL store does not load pg; opening a pool does', () => {
+    const dist = join(import.meta.dirname, '../../../dist/persistence/postgres')
+    const script = (open: boolean) => `
+      import { createRequire } from 'node:module'
+      const m = await import(${JSON.stringify(join(dist, 'connection.js'))})
+      await import(${JSON.stringify(join(dist, 'journal.js'))}); await import(${JSON.stringify(join(dist, 'notify.js'))})
+      if (${open}) await m.openPool('postgres://x@127.0.0.1:1/db').catch(() => {})
+      const loaded = Object.keys(createRequire(import.meta.url).cache).some((k) => /node_modules[\\/]pg[\\/]/.test(k))
+      process.stdout.write(String(loaded))`
+    const run = (open: boolean) => execFileSync(process.execPath, ['--input-type=module', '-e', script(open)], { encoding: 'utf8' })
+    expect(run(false)).toBe('false')
+    expect(run(true)).toBe('true')
   })
 
   it('bad URLs, schema names and options are INVALID_INPUT, before any connection', async () => {
