@@ -97,6 +97,18 @@ describe('journal order on PostgreSQL', () => {
     expect(seqs(await follower.poll())).toEqual([3])
   })
 
+  it("another schema's open transaction does not hold this schema's follower back (one lock key per schema)", async (ctx) => {
+    const conn = await setup(ctx)
+    const other = await setup(ctx)
+    const a = await rawClient(ctx)
+    await a.query('BEGIN')
+    await appendJournal(a, other.schema, [entry('elsewhere')])
+    await appendJournal(conn.pool, conn.schema, [entry('here')])
+    expect(seqs(await new JournalFollower(conn).poll())).toEqual([1])
+    expect(seqs(await new JournalFollower(other).poll())).toEqual([])
+    await a.query('COMMIT')
+  })
+
   it('pages a backlog in seq order and filters by machine', async (ctx) => {
     const conn = await setup(ctx)
     await appendJournal(conn.pool, conn.schema, Array.from({ length: 7 }, (_, i) => ({ ...entry(`a${i}`), machineId: i % 2 ? 'odd' : 'even' })))

@@ -10,6 +10,7 @@ import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { openPool, withTransaction, type PgConnection, type PgOpenOptions } from '../../../persistence/postgres/connection.js'
 import { migrate, PG_MIGRATIONS, SCHEMA_VERSION } from '../../../persistence/postgres/migrations.js'
+import { openPostgres } from '../../../persistence/postgres/open.js'
 import { LockstepError } from '../../../src/errors.js'
 import { runProc } from '../../helpers.js'
 import { adminQuery, freshSchema, needPostgres, pgUrl } from '../../postgres-server.js'
@@ -65,9 +66,9 @@ describe('PostgreSQL schema', () => {
   it('re-opening a current schema applies nothing', async (ctx) => {
     const conn = await opened(ctx)
     await migrate(conn)
-    const again = await openPool(pgUrl, { schema: conn.schema.name })
+    const again = await openPostgres(pgUrl, { schema: conn.schema.name })
     try {
-      expect(await migrate(again)).toEqual({ from: SCHEMA_VERSION, to: SCHEMA_VERSION, applied: [] })
+      expect(again.migrated).toEqual({ from: SCHEMA_VERSION, to: SCHEMA_VERSION, applied: [] })
     } finally {
       await again.close()
     }
@@ -90,12 +91,7 @@ describe('PostgreSQL schema', () => {
     const conn = await opened(ctx)
     await migrate(conn)
     await adminQuery(`INSERT INTO "${conn.schema.name}".lockstep_migrations VALUES ($1, 'from the future', 0)`, [SCHEMA_VERSION + 1])
-    const newer = await openPool(pgUrl, { schema: conn.schema.name })
-    try {
-      expect(await codeOf(migrate(newer))).toBe('SCHEMA_TOO_NEW')
-    } finally {
-      await newer.close()
-    }
+    expect(await codeOf(openPostgres(pgUrl, { schema: conn.schema.name }))).toBe('SCHEMA_TOO_NEW')
     expect(await codeOf(withTransaction(conn, async () => 'ran'))).toBe('SCHEMA_TOO_NEW')
   })
 
