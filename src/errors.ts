@@ -16,6 +16,7 @@ export type LockstepErrorCode =
   | 'SNAPSHOT_INCOMPATIBLE'
   | 'STORE_BUSY'
   | 'STORE_OPEN_FAILED'
+  | 'STORE_UNAVAILABLE'
   | 'CLOSED'
   | 'SESSION_NOT_FOUND'
   | 'SESSION_BUSY'
@@ -185,6 +186,23 @@ export class StoreBusyError extends LockstepError {
 export class StoreOpenError extends LockstepError {
   constructor(path: string, cause: unknown, reason?: string) {
     super('STORE_OPEN_FAILED', `cannot open ${path}: ${reason ?? (cause as Error)?.message ?? String(cause)}`, { path })
+    if (cause !== null && cause !== undefined) this.cause = cause
+  }
+}
+
+/**
+ * The database server could not be reached, or kept dropping the connection, for longer
+ * than the retry budget (PostgreSQL: down, restarting, unreachable, out of connections).
+ * When `details.commit` is 'unknown' the connection was lost during COMMIT and whether the
+ * transaction committed could not be found out in time; otherwise nothing was written.
+ */
+export class StoreUnavailableError extends LockstepError {
+  constructor(where: string, waitedMs: number, cause: unknown, details: Record<string, unknown> = {}) {
+    super(
+      'STORE_UNAVAILABLE',
+      `the database at ${where} was unavailable for ${waitedMs} ms: ${(cause as Error)?.message ?? String(cause)}`,
+      { where, waitedMs, ...details },
+    )
     if (cause !== null && cause !== undefined) this.cause = cause
   }
 }
