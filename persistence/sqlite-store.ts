@@ -161,6 +161,9 @@ export class SqliteStore implements StepStore {
 
   insertSession: StepStore['insertSession'] = (id, now) => this.sessions.insert(id, now)
   sessionSnapshot: StepStore['sessionSnapshot'] = (id) => this.sessions.snapshot(id)
+
+  /** One writer at a time already: nothing to lock. */
+  lockGraph(): void {}
 }
 
 /** Runs step programs on a SqliteStore: synchronously, inside one IMMEDIATE transaction, with busy retry. */
@@ -169,14 +172,16 @@ export class SqliteDriver implements StoreDriver {
     private readonly db: Db,
     private readonly store: SqliteStore,
     private readonly busyRetryMs: number,
+    /** The clock: processes sharing a file share a host, so the host's (injectable for tests). */
+    readonly now: () => number = Date.now,
   ) {}
 
-  write<T>(program: () => Io<T>): Promise<T> {
+  write<T>(program: (now: number) => Io<T>): Promise<T> {
     return writeTransaction(
       this.db,
       () => {
         this.store.checkSchema()
-        return runSync(program(), this.store)
+        return runSync(program(this.now()), this.store)
       },
       this.busyRetryMs,
     )

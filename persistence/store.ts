@@ -174,6 +174,11 @@ export interface StepStore {
   taskExists(id: string): Awaitable<boolean>
   taskByIdempotencyKey(key: string): Awaitable<string | null>
   runExists(taskId: string, runId: string): Awaitable<boolean>
+  /**
+   * Serialize changes of the dependency graph with every other writer until commit, so two
+   * links committed at the same moment cannot close a cycle that neither one's check saw.
+   */
+  lockGraph(): Awaitable<void>
   linkExists(parentId: string, childId: string): Awaitable<boolean>
   insertLink(parentId: string, childId: string, now: number): Awaitable<void>
   deleteLink(parentId: string, childId: string): Awaitable<void>

@@ -123,7 +123,7 @@ export async function createOrchestrator(options: OrchestratorOptions = {}): Pro
   const queries = new TaskQueries(db)
   const sessionQueries = new SessionQueries(db)
   const store = new SqliteStore(db, queries, sessionQueries)
-  const kernel = new Kernel(new SqliteDriver(db, store, busyRetryMs), { now: options.now, onError })
+  const kernel = new Kernel(new SqliteDriver(db, store, busyRetryMs, options.now), { onError })
   kernel.register(taskKind())
   const feed = new JournalFeed(new JournalQueries(db), pollMs, onError)
   // Timer deliveries enter through the same intake as calls, so a reload pauses them too.

@@ -155,6 +155,7 @@ export class SqliteTaskBoard implements TaskBoard {
     return this.write(function* (tx) {
       yield* mustExist(parent)
       yield* mustExist(child)
+      yield* io((s) => s.lockGraph())
       if (yield* io((s) => s.linkExists(parent, child))) return child // already linked: nothing to do
       // A cycle: a self-link, or the child is already an ancestor of the parent.
       if (parent === child || (yield* io((s) => s.isAncestor(child, parent)))) throw new DependencyCycleError(parent, child)

@@ -114,7 +114,14 @@ interface RegisteredKind extends ActorKind {
  * the timer loop needs outside a transaction.
  */
 export interface StoreDriver {
-  write<T>(program: () => Io<T>): Promise<T>
+  /**
+   * Run the program `program(now)` in one write transaction, `now` being the store's clock
+   * for that transaction (milliseconds since the epoch): every time a step records comes
+   * from it, so processes on hosts whose clocks differ agree (PostgreSQL: the database's).
+   */
+  write<T>(program: (now: number) => Io<T>): Promise<T>
+  /** The store's clock as well as this process can tell it outside a transaction. */
+  now(): number
   /** The earliest due time of any timer, or null. */
   nextTimerDue(): Awaitable<number | null>
 }
@@ -196,8 +203,6 @@ export class StepTx {
 }
 
 export interface KernelOptions {
-  /** Milliseconds since the epoch. Injectable so tests can move time. */
-  now?: () => number
   /** Restored snapshots kept in memory, keyed by actor version. */
   cacheSize?: number
   /** Errors thrown by after-commit effects. */
@@ -205,7 +210,6 @@ export interface KernelOptions {
 }
 
 export class Kernel {
-  readonly now: () => number
   private readonly onError: (error: unknown) => void
   private readonly kinds = new Map<string, RegisteredKind>()
   private readonly cache = new Map<string, CachedSnapshot>()
@@ -216,7 +220,6 @@ export class Kernel {
     private readonly driver: StoreDriver,
     options: KernelOptions = {},
   ) {
-    this.now = options.now ?? Date.now
     this.onError = options.onError ?? ((error) => console.error('[lockstep]', error))
     this.cacheSize = options.cacheSize ?? 10_000
   }
@@ -249,6 +252,11 @@ export class Kernel {
     return kind
   }
 
+  /** The store's clock (milliseconds since the epoch), for decisions outside a transaction. */
+  now(): number {
+    return this.driver.now()
+  }
+
   /** Called after every commit that wrote journal entries or scheduled timers. */
   onCommit(listener: (commit: Commit) => void): () => void {
     this.commitListeners.add(listener)
@@ -264,8 +272,8 @@ export class Kernel {
   async write<T>(body: (tx: StepTx) => Io<T>): Promise<T> {
     let tx!: StepTx
     const kernel = this
-    const result = await this.driver.write(function* () {
-      tx = new StepTx(kernel, kernel.now())
+    const result = await this.driver.write(function* (now) {
+      tx = new StepTx(kernel, now)
       const value = yield* body(tx)
       yield* tx.drain()
       return value

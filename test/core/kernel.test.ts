@@ -16,7 +16,7 @@ const T0 = 1_000_000
 function board(async: boolean) {
   const store = new MemoryStore()
   let clock = T0
-  const kernel = new Kernel(memoryDriver(store, { async }), { now: () => clock })
+  const kernel = new Kernel(memoryDriver(store, { async, now: () => clock }))
   kernel.register(taskKind())
   const create = (id: string, parents: string[] = []) =>
     kernel.write(function* (tx) {

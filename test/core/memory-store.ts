@@ -121,6 +121,8 @@ export class MemoryStore implements StepStore {
     return this.runs.some((r) => r.taskId === taskId && r.runId === runId)
   }
 
+  lockGraph(): void {}
+
   linkExists(parentId: string, childId: string): boolean {
     return this.links.some((l) => l.parentId === parentId && l.childId === childId)
   }
@@ -228,11 +230,12 @@ function asynchronous(store: MemoryStore): StepStore {
  * A driver over a MemoryStore. A write runs against a copy-free store with no rollback,
  * so a test must not rely on a failed write leaving nothing behind.
  */
-export function memoryDriver(store: MemoryStore, options: { async: boolean }): StoreDriver {
+export function memoryDriver(store: MemoryStore, options: { async: boolean; now: () => number }): StoreDriver {
   const async = asynchronous(store)
   return {
-    write: <T>(program: () => Io<T>) =>
-      options.async ? runAsync(program(), async) : new Promise<T>((resolve) => resolve(runSync(program(), store))),
+    now: options.now,
+    write: <T>(program: (now: number) => Io<T>) =>
+      options.async ? runAsync(program(options.now()), async) : new Promise<T>((resolve) => resolve(runSync(program(options.now()), store))),
     nextTimerDue: () => {
       const due = [...store.timers.values()].map((t) => t.due_at)
       return due.length ? Math.min(...due) : null
