@@ -178,12 +178,13 @@ export function writeTransaction<T>(db: Db, fn: () => T, busyRetryMs = 60_000): 
  * `busyRetryMs`; only then give up with STORE_BUSY. Reads use it too: in WAL mode they
  * rarely see SQLITE_BUSY, but they can (WAL recovery after a crash, a restart checkpoint).
  */
-export async function withBusyRetry<T>(fn: () => T, busyRetryMs = 60_000): Promise<T> {
+export async function withBusyRetry<T>(fn: () => T | Promise<T>, busyRetryMs = 60_000): Promise<T> {
   const started = Date.now()
   let delay = 2
   for (;;) {
     try {
-      return fn()
+      // Awaited here, so a busy error of an async `fn` is retried like a thrown one.
+      return await fn()
     } catch (error) {
       if (!isBusyError(error)) throw error
       const waited = Date.now() - started

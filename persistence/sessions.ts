@@ -5,19 +5,10 @@
  */
 import { SESSION_MACHINE_ID, SESSION_MACHINE_VERSION } from '../machines/session.js'
 import type { Db } from './connection.js'
+import type { SessionRow } from './store.js'
 
-export interface SessionRow {
-  id: string
-  state: string
-  status: string
-  agent: string | null
-  model: string | null
-  generation: number
-  attempts: number
-  snapshot: string
-  created_at: number
-  updated_at: number
-}
+export type { SessionRow }
+
 
 export class SessionQueries {
   private readonly s

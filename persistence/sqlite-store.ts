@@ -6,10 +6,22 @@
 import { SchemaTooNewError } from '../src/errors.js'
 import { runSync, type Io } from '../src/core/io.js'
 import type { StoreDriver } from '../src/core/kernel.js'
-import { writeTransaction, type Db } from './connection.js'
+import { withBusyRetry, writeTransaction, type Db } from './connection.js'
 import { SCHEMA_VERSION } from './migrations.js'
 import type { SessionQueries } from './sessions.js'
-import type { ActorRow, ActorSnapshotRow, ActorTable, ActorWrite, JournalWrite, StepStore, TimerChange, TimerRow } from './store.js'
+import type {
+  ActorRow,
+  ActorSnapshotRow,
+  ActorTable,
+  ActorWrite,
+  Awaitable,
+  JournalWrite,
+  ReadDriver,
+  ReadStore,
+  StepStore,
+  TimerChange,
+  TimerRow,
+} from './store.js'
 import type { TaskQueries } from './tasks.js'
 
 type Statement = ReturnType<Db['prepare']>
@@ -189,5 +201,33 @@ export class SqliteDriver implements StoreDriver {
 
   nextTimerDue(): number | null {
     return this.store.nextTimerDue()
+  }
+}
+
+/** The read side on SQLite: the same prepared queries, answered synchronously. */
+export class SqliteReads implements ReadStore {
+  constructor(
+    private readonly taskQueries: TaskQueries,
+    private readonly sessionQueries: SessionQueries,
+  ) {}
+
+  task: ReadStore['task'] = (id) => this.taskQueries.get(id)
+  taskExists: ReadStore['taskExists'] = (id) => this.taskQueries.exists(id)
+  tasks: ReadStore['tasks'] = (filter) => this.taskQueries.list(filter)
+  childIds: ReadStore['childIds'] = (parentId) => this.taskQueries.childIds(parentId)
+  runs: ReadStore['runs'] = (taskId) => this.taskQueries.runs(taskId)
+  session: ReadStore['session'] = (id) => this.sessionQueries.get(id)
+  sessions: ReadStore['sessions'] = (status, limit) => this.sessionQueries.list(status, limit)
+}
+
+/** Reads with busy retry: in WAL mode they rarely see SQLITE_BUSY, but can (recovery after a crash). */
+export class SqliteReadDriver implements ReadDriver {
+  constructor(
+    private readonly reads: SqliteReads,
+    private readonly busyRetryMs: number,
+  ) {}
+
+  read<T>(fn: (reads: ReadStore) => Awaitable<T>): Promise<T> {
+    return withBusyRetry(() => fn(this.reads), this.busyRetryMs)
   }
 }

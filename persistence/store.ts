@@ -21,6 +21,7 @@
  */
 import type { RunOutcome, TaskStatus } from '../machines/task.js'
 
+
 export type Awaitable<T> = T | Promise<T>
 
 /** The standard columns of an actor row, without its (large) snapshot. */
@@ -142,6 +143,91 @@ export interface CloseRun {
   /** JSON, or null. */
   result: string | null
   metadata: string | null
+}
+
+export interface TaskRow {
+  id: string
+  title: string
+  body: string | null
+  assignee: string | null
+  tenant: string | null
+  priority: number
+  payload: string | null
+  idempotency_key: string | null
+  max_attempts: number
+  status: TaskStatus
+  state: string
+  attempts: number
+  run_id: string | null
+  worker: string | null
+  lease_expires_at: number | null
+  retry_at: number | null
+  blocked_reason: string | null
+  blocked_by: string | null
+  last_error: string | null
+  result: string | null
+  summary: string | null
+  created_at: number
+  updated_at: number
+  completed_at: number | null
+  parents: string
+}
+
+export interface RunRow {
+  id: string
+  task_id: string
+  worker: string
+  attempt: number
+  started_at: number
+  lease_expires_at: number
+  ended_at: number | null
+  outcome: RunOutcome | null
+  error: string | null
+  summary: string | null
+  result: string | null
+  metadata: string | null
+  claim_key: string | null
+}
+
+export interface TaskFilter {
+  status?: TaskStatus
+  assignee?: string
+  tenant?: string
+  limit: number
+  /** Tasks created after this one (its id), for paging. */
+  after?: string
+}
+
+export interface SessionRow {
+  id: string
+  state: string
+  status: string
+  agent: string | null
+  model: string | null
+  generation: number
+  attempts: number
+  snapshot: string
+  created_at: number
+  updated_at: number
+}
+
+/**
+ * What the API reads outside a write transaction (a snapshot of committed state). Rows
+ * are the same shape on every store.
+ */
+export interface ReadStore {
+  task(id: string): Awaitable<TaskRow | null>
+  taskExists(id: string): Awaitable<boolean>
+  tasks(filter: TaskFilter): Awaitable<TaskRow[]>
+  childIds(parentId: string): Awaitable<string[]>
+  runs(taskId: string): Awaitable<RunRow[]>
+  session(id: string): Awaitable<SessionRow | null>
+  sessions(status: string | null, limit: number): Awaitable<SessionRow[]>
+}
+
+/** Runs reads against a store, retrying what the store refuses transiently (busy, a dropped connection). */
+export interface ReadDriver {
+  read<T>(fn: (reads: ReadStore) => Awaitable<T>): Promise<T>
 }
 
 /** The operations available inside a write transaction. */

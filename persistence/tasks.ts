@@ -3,64 +3,12 @@
  * (persistence/store.ts) and the read queries. Writes here run only inside a committed
  * step (src/core/kernel.ts); the rules they serve live in src/core/task-kind.ts.
  */
-import { TASK_MACHINE_ID, TASK_MACHINE_VERSION, type RunOutcome, type TaskStatus } from '../machines/task.js'
+import { TASK_MACHINE_ID, TASK_MACHINE_VERSION } from '../machines/task.js'
 import type { Db } from './connection.js'
-import type { ClaimKeyRow, CloseRun, NewTaskRow, OpenRun, ParentRow, ReadyFilter } from './store.js'
+import type { ClaimKeyRow, CloseRun, NewTaskRow, OpenRun, ParentRow, ReadyFilter, RunRow, TaskFilter, TaskRow } from './store.js'
 
-export interface TaskRow {
-  id: string
-  title: string
-  body: string | null
-  assignee: string | null
-  tenant: string | null
-  priority: number
-  payload: string | null
-  idempotency_key: string | null
-  max_attempts: number
-  status: TaskStatus
-  state: string
-  attempts: number
-  run_id: string | null
-  worker: string | null
-  lease_expires_at: number | null
-  retry_at: number | null
-  blocked_reason: string | null
-  blocked_by: string | null
-  last_error: string | null
-  result: string | null
-  summary: string | null
-  created_at: number
-  updated_at: number
-  completed_at: number | null
-  parents: string
-}
+export type { RunRow, TaskFilter, TaskRow }
 
-export interface RunRow {
-  id: string
-  task_id: string
-  worker: string
-  attempt: number
-  started_at: number
-  lease_expires_at: number
-  ended_at: number | null
-  outcome: RunOutcome | null
-  error: string | null
-  summary: string | null
-  result: string | null
-  metadata: string | null
-  claim_key: string | null
-}
-
-
-
-export interface TaskFilter {
-  status?: TaskStatus
-  assignee?: string
-  tenant?: string
-  limit: number
-  /** Tasks created after this one (its id), for paging. */
-  after?: string
-}
 
 // Everything but the snapshot (the machine's business, not the reader's).
 const TASK_COLUMNS = `t.id, t.title, t.body, t.assignee, t.tenant, t.priority, t.payload, t.idempotency_key,

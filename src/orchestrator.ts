@@ -8,7 +8,7 @@ import { JournalQueries } from '../persistence/journal.js'
 import { Kernel, type MachineDefinition } from './core/kernel.js'
 import { sessionKind } from './core/session-kind.js'
 import { taskKind } from './core/task-kind.js'
-import { SqliteDriver, SqliteStore } from '../persistence/sqlite-store.js'
+import { SqliteDriver, SqliteReadDriver, SqliteReads, SqliteStore } from '../persistence/sqlite-store.js'
 import { TASK_MACHINE_ID } from '../machines/task.js'
 import { SESSION_MACHINE_ID } from '../machines/session.js'
 import { startCheckpointer } from '../persistence/checkpointer.js'
@@ -20,7 +20,7 @@ import { Intake } from './intake.js'
 import { INSPECTOR_OPTIONS, startInspector } from './inspector/server.js'
 import { JournalFeed } from './journal-feed.js'
 import { Sessions, type SessionAdapter } from './sessions.js'
-import { SqliteTaskBoard } from './task-board.js'
+import { StoreTaskBoard } from './task-board.js'
 import { TimerLoop } from './timer-loop.js'
 import type { Orchestrator, OrchestratorOptions, ReloadOptions, ReloadResult, TaskDefaults } from './types.js'
 import * as v from './validate.js'
@@ -145,8 +145,9 @@ export async function createOrchestrator(options: OrchestratorOptions = {}): Pro
     if (readOnly) throw new ReadOnlyError(path)
   }
   // The board checks this before starting a worker pool (which would claim).
-  const tasks = new SqliteTaskBoard({ kernel, queries, feed, defaults, maxPayloadBytes, busyRetryMs, guard, assertOpen: assertWritable })
-  const sessions = new Sessions(kernel, sessionQueries, feed, guard, busyRetryMs, onError, maxPayloadBytes)
+  const reads = new SqliteReadDriver(new SqliteReads(queries, sessionQueries), busyRetryMs)
+  const tasks = new StoreTaskBoard({ kernel, reads, feed, defaults, maxPayloadBytes, guard, assertOpen: assertWritable })
+  const sessions = new Sessions(kernel, reads, feed, guard, onError, maxPayloadBytes)
   kernel.register(sessionKind(sessions.effects()))
   if (options.sessionAdapter) sessions.setAdapter(options.sessionAdapter as SessionAdapter)
 

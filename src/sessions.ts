@@ -24,8 +24,7 @@ import {
   type SessionEvent,
   type SessionPolicy,
 } from '../machines/session.js'
-import { withBusyRetry } from '../persistence/connection.js'
-import type { SessionQueries, SessionRow } from '../persistence/sessions.js'
+import type { ReadDriver, ReadStore, SessionRow } from '../persistence/store.js'
 import { io, type Io } from './core/io.js'
 import type { Kernel, StepResult, StepTx } from './core/kernel.js'
 import { statusOf } from './core/session-kind.js'
@@ -154,10 +153,9 @@ export class Sessions {
 
   constructor(
     private readonly kernel: Kernel,
-    private readonly q: SessionQueries,
+    private readonly reads: ReadDriver,
     private readonly feed: JournalFeed,
     private readonly guard: <T>(operation: () => Promise<T>) => Promise<T>,
-    private readonly busyRetryMs: number,
     private readonly onError: (error: unknown) => void,
     /** The orchestrator's `maxPayloadBytes`: the cap on a prompt's or run's message, as JSON. */
     private readonly maxPayloadBytes: number = 1 << 20,
@@ -199,8 +197,8 @@ export class Sessions {
 
   async get(id: string): Promise<Session | null> {
     const sessionId = v.requireString(id, 'sessionId')
-    return this.read(() => {
-      const row = this.q.get(sessionId)
+    return this.read(async (r) => {
+      const row = await r.session(sessionId)
       return row ? toSession(row, this.kernel.now()) : null
     })
   }
@@ -212,7 +210,7 @@ export class Sessions {
       throw new InvalidInputError(`status must be one of ${SESSION_STATUSES.join(', ')}`, { field: 'status' })
     }
     const limit = v.optionalInt(f.limit, 'limit', 1, 10_000, 100)
-    return this.read(() => this.q.list(status, limit).map((row) => toSession(row, this.kernel.now())))
+    return this.read(async (r) => (await r.sessions(status, limit)).map((row) => toSession(row, this.kernel.now())))
   }
 
   // ---- reports from a host ----
@@ -284,7 +282,7 @@ export class Sessions {
       after: v.optionalInt(q.after, 'after', 0, Number.MAX_SAFE_INTEGER, 0),
       limit: v.optionalInt(q.limit, 'limit', 1, 10_000, 1_000),
     }
-    return this.read(() => this.feed.page(page))
+    return this.guard(async () => this.feed.page(page))
   }
 
   subscribe(listener: (entry: JournalEntry) => void, options: { sessionId?: string; after?: number } = {}): Unsubscribe {
@@ -409,12 +407,13 @@ export class Sessions {
     return this.guard(() => this.kernel.write(body))
   }
 
-  private read<T>(fn: () => T): Promise<T> {
-    return this.guard(() => withBusyRetry(fn, this.busyRetryMs))
+  private read<T>(fn: (reads: ReadStore) => T | Promise<T>): Promise<T> {
+    return this.guard(() => this.reads.read(fn))
   }
 
+  /** The session as committed (after a write: outside the intake, which the write already passed). */
   private async mustGet(id: string): Promise<Session> {
-    const row = await withBusyRetry(() => this.q.get(id), this.busyRetryMs)
+    const row = await this.reads.read((r) => r.session(id))
     if (!row) throw new SessionNotFoundError(id)
     return toSession(row, this.kernel.now())
   }

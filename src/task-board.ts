@@ -7,8 +7,7 @@
 import type { AnyMachineSnapshot } from 'xstate'
 import type { TaskContext, TaskEvent } from '../machines/task.js'
 import { assigneeAdmits, TASK_MACHINE_ID, type Claimant } from '../machines/task.js'
-import { withBusyRetry } from '../persistence/connection.js'
-import type { RunRow, TaskQueries, TaskRow } from '../persistence/tasks.js'
+import type { ReadDriver, ReadStore, RunRow, TaskRow } from '../persistence/store.js'
 import { io, type Io } from './core/io.js'
 import type { Kernel, StepResult, StepTx } from './core/kernel.js'
 import {
@@ -70,29 +69,28 @@ const KEYS = {
 /** Event fields the caller supplies; `at` and `facts` are added by the committed step. */
 type Command = TaskEvent extends infer E ? (E extends TaskEvent ? Omit<E, 'at' | 'facts'> : never) : never
 
-export interface SqliteTaskBoardOptions {
+export interface StoreTaskBoardOptions {
   kernel: Kernel
-  queries: TaskQueries
+  /** Reads outside a write (get, list, runs, ...). */
+  reads: ReadDriver
   feed: JournalFeed
   defaults: TaskDefaults
   maxPayloadBytes: number
-  busyRetryMs: number
   /** Throws CLOSED once the orchestrator is closed. */
   assertOpen(): void
   /** Called before every operation (throws when closed) and tracks in-flight writes. */
   guard<T>(operation: () => Promise<T>): Promise<T>
 }
 
-export class SqliteTaskBoard implements TaskBoard {
+/** The task board on any store: writes are programs run by the kernel, reads go through the store's read driver. */
+export class StoreTaskBoard implements TaskBoard {
   private readonly kernel: Kernel
-  private readonly q: TaskQueries
   private readonly defaults: TaskDefaults
   private readonly maxPayloadBytes: number
   private readonly pools = new Set<WorkerPool>()
 
-  constructor(private readonly options: SqliteTaskBoardOptions) {
+  constructor(private readonly options: StoreTaskBoardOptions) {
     this.kernel = options.kernel
-    this.q = options.queries
     this.defaults = options.defaults
     this.maxPayloadBytes = options.maxPayloadBytes
   }
@@ -310,8 +308,8 @@ export class SqliteTaskBoard implements TaskBoard {
 
   async get(taskId: string): Promise<Task | null> {
     const id = v.requireString(taskId, 'taskId')
-    return this.read(() => {
-      const row = this.q.get(id)
+    return this.read(async (r) => {
+      const row = await r.task(id)
       return row ? toTask(row) : null
     })
   }
@@ -325,14 +323,14 @@ export class SqliteTaskBoard implements TaskBoard {
       after: v.optionalString(f.after, 'after') ?? undefined,
       limit: v.optionalInt(f.limit, 'limit', 1, 10_000, 100),
     }
-    return this.read(() => this.q.list(query).map(toTask))
+    return this.read(async (r) => (await r.tasks(query)).map(toTask))
   }
 
   async children(taskId: string): Promise<string[]> {
     const id = v.requireString(taskId, 'taskId')
-    return this.read(() => {
-      if (!this.q.exists(id)) throw new TaskNotFoundError(id)
-      return this.q.childIds(id)
+    return this.read(async (r) => {
+      if (!(await r.taskExists(id))) throw new TaskNotFoundError(id)
+      return r.childIds(id)
     })
   }
 
@@ -344,14 +342,14 @@ export class SqliteTaskBoard implements TaskBoard {
       after: v.optionalInt(q.after, 'after', 0, Number.MAX_SAFE_INTEGER, 0),
       limit: v.optionalInt(q.limit, 'limit', 1, 10_000, 1_000),
     }
-    return this.read(() => this.options.feed.page(page))
+    return this.options.guard(async () => this.options.feed.page(page))
   }
 
   async runs(taskId: string): Promise<Run[]> {
     const id = v.requireString(taskId, 'taskId')
-    return this.read(() => {
-      if (!this.q.exists(id)) throw new TaskNotFoundError(id)
-      return this.q.runs(id).map(toRun)
+    return this.read(async (r) => {
+      if (!(await r.taskExists(id))) throw new TaskNotFoundError(id)
+      return (await r.runs(id)).map(toRun)
     })
   }
 
@@ -384,12 +382,13 @@ export class SqliteTaskBoard implements TaskBoard {
     return this.options.guard(() => this.kernel.write(body))
   }
 
-  private read<T>(fn: () => T): Promise<T> {
-    return this.options.guard(() => withBusyRetry(fn, this.options.busyRetryMs))
+  private read<T>(fn: (reads: ReadStore) => T | Promise<T>): Promise<T> {
+    return this.options.guard(() => this.options.reads.read(fn))
   }
 
+  /** The task as committed (after a write: outside the intake, which the write already passed). */
   private async mustGet(id: string): Promise<Task> {
-    const row = await withBusyRetry(() => this.q.get(id), this.options.busyRetryMs)
+    const row = await this.options.reads.read((r) => r.task(id))
     if (!row) throw new TaskNotFoundError(id)
     return toTask(row)
   }
