@@ -1,6 +1,6 @@
 // Copies the files tsc does not emit (the inspector's page, the checkpointer's thread) into dist/.
 import { cpSync } from 'node:fs'
 
-cpSync('persistence/checkpoint-worker.mjs', 'dist/persistence/checkpoint-worker.mjs')
+cpSync('persistence/sqlite/checkpoint-worker.mjs', 'dist/persistence/sqlite/checkpoint-worker.mjs')
 
 cpSync('src/inspector/page', 'dist/src/inspector/page', { recursive: true })

@@ -6,7 +6,7 @@
  * what a subscriber has already been served is handed over from memory; anything else
  * (a gap means another process committed in between) is read from the journal.
  */
-import type { JournalPage, JournalQueries } from '../persistence/journal.js'
+import type { JournalPage, JournalQueries } from '../persistence/sqlite/journal.js'
 import { ClosedError } from './errors.js'
 import type { JournalEntry } from './types.js'
 

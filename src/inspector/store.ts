@@ -4,10 +4,10 @@
  * read-only and `query_only`), so inspecting a live board cannot change it.
  */
 import type Database from 'better-sqlite3'
-import { openReadOnlyDatabase } from '../../persistence/connection.js'
-import type { JournalRow } from '../../persistence/journal.js'
-import type { SessionRow } from '../../persistence/sessions.js'
-import type { RunRow, TaskRow } from '../../persistence/tasks.js'
+import { openReadOnlyDatabase } from '../../persistence/sqlite/connection.js'
+import type { JournalRow } from '../../persistence/sqlite/journal.js'
+import type { SessionRow } from '../../persistence/sqlite/sessions.js'
+import type { RunRow, TaskRow } from '../../persistence/sqlite/tasks.js'
 import { InvalidInputError } from '../errors.js'
 
 /** Journal rows as the journal table holds them. */

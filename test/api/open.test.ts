@@ -10,7 +10,7 @@ import { chmodSync, existsSync, readFileSync, rmSync, statSync, writeFileSync } 
 import { dirname, join } from 'node:path'
 import Database from 'better-sqlite3'
 import { describe, expect, it } from 'vitest'
-import { MIGRATIONS, SCHEMA_VERSION } from '../../persistence/migrations.js'
+import { MIGRATIONS, SCHEMA_VERSION } from '../../persistence/sqlite/migrations.js'
 import { createOrchestrator, startInspector, taskMachine, type Claim, type Orchestrator } from '../../src/index.js'
 import { open, runProc, sleep, tableCounts, tempDbPath } from '../helpers.js'
 

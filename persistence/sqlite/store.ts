@@ -3,9 +3,9 @@
  * statements, and the driver that runs a step program synchronously inside one
  * IMMEDIATE transaction (the write lock: one writer at a time, across processes).
  */
-import { SchemaTooNewError } from '../src/errors.js'
-import { runSync, type Io } from '../src/core/io.js'
-import type { StoreDriver } from '../src/core/kernel.js'
+import { SchemaTooNewError } from '../../src/errors.js'
+import { runSync, type Io } from '../../src/core/io.js'
+import type { StoreDriver } from '../../src/core/kernel.js'
 import { withBusyRetry, writeTransaction, type Db } from './connection.js'
 import { SCHEMA_VERSION } from './migrations.js'
 import type { SessionQueries } from './sessions.js'
@@ -21,7 +21,7 @@ import type {
   StepStore,
   TimerChange,
   TimerRow,
-} from './store.js'
+} from '../store.js'
 import type { TaskQueries } from './tasks.js'
 
 type Statement = ReturnType<Db['prepare']>

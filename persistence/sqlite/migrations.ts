@@ -4,7 +4,7 @@
  * newer lockstep is refused rather than misread.
  */
 import type Database from 'better-sqlite3'
-import { SchemaTooNewError, SchemaTooOldError, StoreOpenError } from '../src/errors.js'
+import { SchemaTooNewError, SchemaTooOldError, StoreOpenError } from '../../src/errors.js'
 
 export interface Migration {
   version: number

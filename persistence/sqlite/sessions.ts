@@ -3,9 +3,9 @@
  * read queries. Writes run only inside a committed step (src/core/kernel.ts); the rules
  * live in src/core/session-kind.ts.
  */
-import { SESSION_MACHINE_ID, SESSION_MACHINE_VERSION } from '../machines/session.js'
+import { SESSION_MACHINE_ID, SESSION_MACHINE_VERSION } from '../../machines/session.js'
 import type { Db } from './connection.js'
-import type { SessionRow } from './store.js'
+import type { SessionRow } from '../store.js'
 
 export type { SessionRow }
 

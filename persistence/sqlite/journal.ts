@@ -1,6 +1,6 @@
 /** Read side of the journal: pages in `seq` order, and change detection across processes. */
 import type { Db } from './connection.js'
-import type { JournalEntry } from '../src/types.js'
+import type { JournalEntry } from '../../src/types.js'
 
 /** A journal row as SQLite returns it. */
 export interface JournalRow {

@@ -5,7 +5,7 @@
  */
 import { accessSync, constants, existsSync, statSync } from 'node:fs'
 import Database from 'better-sqlite3'
-import { ReadOnlyError, StoreBusyError, StoreOpenError } from '../src/errors.js'
+import { ReadOnlyError, StoreBusyError, StoreOpenError } from '../../src/errors.js'
 import { checkReadable, checkWritable } from './migrations.js'
 
 export type Db = Database.Database

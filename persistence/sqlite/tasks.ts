@@ -3,9 +3,9 @@
  * (persistence/store.ts) and the read queries. Writes here run only inside a committed
  * step (src/core/kernel.ts); the rules they serve live in src/core/task-kind.ts.
  */
-import { TASK_MACHINE_ID, TASK_MACHINE_VERSION } from '../machines/task.js'
+import { TASK_MACHINE_ID, TASK_MACHINE_VERSION } from '../../machines/task.js'
 import type { Db } from './connection.js'
-import type { ClaimKeyRow, CloseRun, NewTaskRow, OpenRun, ParentRow, ReadyFilter, RunRow, TaskFilter, TaskRow } from './store.js'
+import type { ClaimKeyRow, CloseRun, NewTaskRow, OpenRun, ParentRow, ReadyFilter, RunRow, TaskFilter, TaskRow } from '../store.js'
 
 export type { RunRow, TaskFilter, TaskRow }
 
