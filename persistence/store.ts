@@ -20,7 +20,7 @@
  *   skips.
  */
 import type { RunOutcome, TaskStatus } from '../machines/task.js'
-
+import type { JournalEntry } from '../src/types.js'
 
 export type Awaitable<T> = T | Promise<T>
 
@@ -228,6 +228,29 @@ export interface ReadStore {
 /** Runs reads against a store, retrying what the store refuses transiently (busy, a dropped connection). */
 export interface ReadDriver {
   read<T>(fn: (reads: ReadStore) => Awaitable<T>): Promise<T>
+}
+
+/** A page of the journal: entries after `after`, in seq order, optionally of one machine or actor. */
+export interface JournalPage {
+  machineId?: string
+  actorId?: string
+  after: number
+  limit: number
+  /** Never beyond this seq (a follower reads only up to the journal's horizon). */
+  upTo?: number
+}
+
+/** The journal as its followers (subscriptions, `events()`) read it. */
+export interface JournalSource {
+  page(query: JournalPage): Awaitable<JournalEntry[]>
+  /**
+   * The highest seq at or below which every entry is final: committed, or never to be (a
+   * rolled-back seq). A follower may move its cursor there and never miss an entry.
+   * SQLite (one writer at a time): the highest seq. PostgreSQL: see postgres/journal.ts.
+   */
+  horizon(): Awaitable<number>
+  /** Whether anything may have been committed since the last call (a cheap check, polled). */
+  changed(): Awaitable<boolean>
 }
 
 /** The operations available inside a write transaction. */

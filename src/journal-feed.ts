@@ -1,12 +1,14 @@
 /**
- * Subscriptions to the journal. Local commits wake the feed at once; commits of other
- * processes are noticed by polling `PRAGMA data_version` (a cheap counter, no query of
- * the journal unless it moved). Every subscriber has its own cursor, so entries arrive
- * exactly once and in `seq` order whoever wrote them. A local commit that directly follows
- * what a subscriber has already been served is handed over from memory; anything else
- * (a gap means another process committed in between) is read from the journal.
+ * Subscriptions to the journal, on any store. Local commits wake the feed at once; commits
+ * of other processes are noticed by polling the store's cheap change check (SQLite:
+ * `PRAGMA data_version`, no query of the journal unless it moved). Every subscriber has its
+ * own cursor and reads only up to the journal's horizon (every seq at or below it is
+ * final), so entries arrive exactly once and in `seq` order whoever wrote them, even on a
+ * store whose commits do not land in seq order (PostgreSQL). Where a local commit is final
+ * at once (SQLite: one writer at a time), a batch that directly follows what a subscriber
+ * has been served is handed over from memory; anything else is read from the journal.
  */
-import type { JournalPage, JournalQueries } from '../persistence/sqlite/journal.js'
+import type { JournalPage, JournalSource } from '../persistence/store.js'
 import { ClosedError } from './errors.js'
 import type { JournalEntry } from './types.js'
 
@@ -25,28 +27,40 @@ const BATCH = 1_000
 export class JournalFeed {
   private readonly subscribers = new Set<Subscriber>()
   private timer: NodeJS.Timeout | null = null
-  private lastDataVersion = -1
   private flushing = false
+  /** A wake or poll arrived while flushing: flush once more when done. */
+  private again = false
   private closed = false
   /** Local commits not yet delivered, in seq order. */
   private pending: JournalEntry[] = []
+  /** The highest seq this process knows to be final (read from the horizon, or committed here in order). */
+  private known = 0
 
   constructor(
-    private readonly journal: JournalQueries,
+    private readonly source: JournalSource,
     private readonly pollMs: number,
     private readonly onError: (error: unknown) => void,
+    /** A local commit's entries are final at once and no lower seq can commit later (SQLite). */
+    private readonly localCommitsInOrder: boolean,
   ) {}
 
-  page(query: JournalPage): JournalEntry[] {
+  /** Read the horizon once, so that subscriptions without `after` start at the present. */
+  async open(): Promise<void> {
+    this.known = await this.source.horizon()
+  }
+
+  /** A page of committed entries, never beyond the horizon. */
+  async page(query: JournalPage): Promise<JournalEntry[]> {
     if (this.closed) throw new ClosedError()
-    return this.journal.page(query)
+    const upTo = await this.source.horizon()
+    return this.source.page({ ...query, upTo })
   }
 
   subscribe(listener: (entry: JournalEntry) => void, options: { after?: number; machineId?: string; actorId?: string }): () => void {
     // Every subscription (tasks, sessions, run drivers, pools) starts here: after close the
     // connection is gone, so refuse with CLOSED rather than fail on it.
     if (this.closed) throw new ClosedError()
-    const start = options.after ?? this.journal.maxSeq()
+    const start = options.after ?? this.present()
     const subscriber: Subscriber = {
       listener,
       cursor: start,
@@ -56,7 +70,7 @@ export class JournalFeed {
     }
     this.subscribers.add(subscriber)
     this.ensurePolling()
-    if (options.after !== undefined) queueMicrotask(() => this.flush())
+    if (options.after !== undefined) queueMicrotask(() => void this.flush())
     return () => {
       this.subscribers.delete(subscriber)
       if (this.subscribers.size === 0) this.stopPolling()
@@ -65,9 +79,10 @@ export class JournalFeed {
 
   /** A local commit wrote these entries (consecutive seqs). */
   wake(entries: JournalEntry[]): void {
+    if (entries.length > 0 && this.localCommitsInOrder) this.known = Math.max(this.known, entries[entries.length - 1]!.seq)
     if (this.subscribers.size === 0) return
     this.pending.push(...entries)
-    queueMicrotask(() => this.flush())
+    queueMicrotask(() => void this.flush())
   }
 
   close(): void {
@@ -76,19 +91,30 @@ export class JournalFeed {
     this.stopPolling()
   }
 
+  /**
+   * Where a subscription without `after` starts: the horizon now when the store answers
+   * at once; otherwise the highest seq known final, so nothing committed after the call
+   * is missed (a few entries from just before it may be delivered).
+   */
+  private present(): number {
+    const horizon = this.source.horizon()
+    if (typeof horizon === 'number') return horizon
+    horizon.then((value) => (this.known = Math.max(this.known, value)), this.onError)
+    return this.known
+  }
+
   private ensurePolling(): void {
     if (this.timer || this.closed) return
-    this.timer = setInterval(() => {
-      try {
-        const version = this.journal.dataVersion()
-        if (version === this.lastDataVersion) return
-        this.lastDataVersion = version
-        this.flush()
-      } catch (error) {
-        this.onError(error)
-      }
-    }, this.pollMs)
+    this.timer = setInterval(() => void this.poll(), this.pollMs)
     this.timer.unref()
+  }
+
+  private async poll(): Promise<void> {
+    try {
+      if (await this.source.changed()) await this.flush()
+    } catch (error) {
+      this.onError(error)
+    }
   }
 
   private stopPolling(): void {
@@ -96,32 +122,43 @@ export class JournalFeed {
     this.timer = null
   }
 
-  private flush(): void {
-    if (this.flushing || this.closed) return
+  private async flush(): Promise<void> {
+    if (this.closed) return
+    if (this.flushing) {
+      this.again = true
+      return
+    }
     this.flushing = true
-    const batch = this.pending
-    this.pending = []
-    const contiguous = batch.every((entry, i) => i === 0 || entry.seq === batch[i - 1]!.seq + 1)
     try {
-      for (const subscriber of this.subscribers) {
-        if (contiguous && batch.length > 0 && batch[0]!.seq === subscriber.position + 1) {
-          this.deliver(subscriber, batch.filter((entry) => matches(subscriber, entry)))
-          subscriber.position = batch[batch.length - 1]!.seq
-        } else {
-          this.catchUp(subscriber)
+      do {
+        this.again = false
+        const batch = this.pending
+        this.pending = []
+        const contiguous = this.localCommitsInOrder && batch.every((entry, i) => i === 0 || entry.seq === batch[i - 1]!.seq + 1)
+        for (const subscriber of this.subscribers) {
+          if (contiguous && batch.length > 0 && batch[0]!.seq === subscriber.position + 1) {
+            this.deliver(subscriber, batch.filter((entry) => matches(subscriber, entry)))
+            subscriber.position = batch[batch.length - 1]!.seq
+          } else {
+            await this.catchUp(subscriber)
+          }
         }
-      }
+      } while (this.again && !this.closed)
+    } catch (error) {
+      this.onError(error)
     } finally {
       this.flushing = false
     }
   }
 
-  /** Read everything the subscriber has not seen from the journal. */
-  private catchUp(subscriber: Subscriber): void {
-    const upTo = this.journal.maxSeq()
+  /** Read everything the subscriber has not seen, up to the horizon. */
+  private async catchUp(subscriber: Subscriber): Promise<void> {
+    const upTo = await this.source.horizon()
+    this.known = Math.max(this.known, upTo)
     for (;;) {
-      const entries = this.journal.page({
+      const entries = await this.source.page({
         after: subscriber.cursor,
+        upTo,
         limit: BATCH,
         machineId: subscriber.machineId,
         actorId: subscriber.actorId,

@@ -125,7 +125,15 @@ export async function createOrchestrator(options: OrchestratorOptions = {}): Pro
   const store = new SqliteStore(db, queries, sessionQueries)
   const kernel = new Kernel(new SqliteDriver(db, store, busyRetryMs, options.now), { onError })
   kernel.register(taskKind())
-  const feed = new JournalFeed(new JournalQueries(db), pollMs, onError)
+  // SQLite has one writer at a time: a local commit is final at once and in seq order.
+  const feed = new JournalFeed(new JournalQueries(db), pollMs, onError, true)
+  try {
+    await feed.open()
+  } catch (error) {
+    await checkpointer?.stop()
+    db.close()
+    throw error
+  }
   // Timer deliveries enter through the same intake as calls, so a reload pauses them too.
   const timers = new TimerLoop(kernel, pollMs, onError, guard)
 
