@@ -129,54 +129,30 @@ interface Horizon {
 }
 
 /**
- * Follows the journal of one schema. Poll-driven: `poll()` returns the entries that became
- * safe since the last call, in seq order, each exactly once, never an uncommitted one. When
- * `pending` is true some entries wait for transactions still open; poll again soon (a
- * notification or the next tick).
+ * The journal's safe horizon of one schema: the highest seq at or below which every entry
+ * is final. `advance()` takes one round trip (the sequence's last value, then the lock's
+ * holders) and returns the horizon as far as it is known now.
  */
-export class JournalFollower {
-  /** Every seq up to here has been delivered or skipped (rolled back, or another machine's). */
-  cursor: number
-  /** The highest seq known to be final; rows up to it can be read without another look at pg_locks. */
-  private safe: number
+export class JournalHorizon {
+  /** Every seq up to here is final (committed or rolled back for good). */
+  safe: number
   private readonly horizons: Horizon[] = []
   private horizonSql: string | null = null
-  private readonly pageSql: string
-  private readonly pageSize: number
 
   constructor(
     private readonly conn: Pick<PgConnection, 'pool' | 'schema'>,
-    private readonly options: JournalFollowerOptions = {},
+    start = 0,
   ) {
-    this.cursor = options.after ?? 0
-    this.safe = this.cursor
-    this.pageSize = options.pageSize ?? 500
-    const table = conn.schema.table('journal')
-    this.pageSql =
-      options.machineId === undefined
-        ? `SELECT * FROM ${table} WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3`
-        : `SELECT * FROM ${table} WHERE seq > $1 AND seq <= $2 AND machine_id = $4 ORDER BY seq LIMIT $3`
+    this.safe = start
   }
 
   /** True while a read horizon waits for transactions that were open when it was taken. */
-  get pending(): boolean {
-    return this.horizons.length > 0 || this.safe > this.cursor
-  }
-
-  /** Newly final entries in seq order (at most pageSize; `pending` says whether more may be ready). */
-  async poll(): Promise<JournalEntry[]> {
-    if (this.safe <= this.cursor) await this.advanceHorizon()
-    if (this.safe <= this.cursor) return []
-    const values: unknown[] = [this.cursor, this.safe, this.pageSize]
-    if (this.options.machineId !== undefined) values.push(this.options.machineId)
-    const rows = (await this.conn.pool.query<PgJournalRow>(this.pageSql, values)).rows
-    // A full page may stop short of `safe`; otherwise every seq up to `safe` is done.
-    this.cursor = rows.length === this.pageSize ? rows[rows.length - 1]!.seq : this.safe
-    return rows.map(toJournalEntry)
+  get waiting(): boolean {
+    return this.horizons.length > 0
   }
 
   /** One round trip: the sequence's last value, then the journal lock's holders. */
-  private async advanceHorizon(): Promise<void> {
+  async advance(): Promise<number> {
     this.horizonSql ??= await this.prepareHorizonSql()
     // Two statements in one simple query run in order: the seq is read strictly before the locks.
     const [seqResult, lockResult] = (await this.conn.pool.query(this.horizonSql)) as unknown as [
@@ -196,6 +172,7 @@ export class JournalFollower {
       this.safe = Math.max(this.safe, first.seq)
       this.horizons.shift()
     }
+    return this.safe
   }
 
   private async prepareHorizonSql(): Promise<string> {
@@ -211,5 +188,51 @@ export class JournalFollower {
       `SELECT virtualtransaction AS vxid FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND granted ` +
       `AND database = ${Number(db)} AND classid = ${JOURNAL_LOCK_CLASS} AND objid = ${Number(objid)} AND objsubid = 2`
     )
+  }
+}
+
+/**
+ * Follows the journal of one schema. Poll-driven: `poll()` returns the entries that became
+ * safe since the last call, in seq order, each exactly once, never an uncommitted one. When
+ * `pending` is true some entries wait for transactions still open; poll again soon (a
+ * notification or the next tick).
+ */
+export class JournalFollower {
+  /** Every seq up to here has been delivered or skipped (rolled back, or another machine's). */
+  cursor: number
+  private readonly horizon: JournalHorizon
+  private readonly pageSql: string
+  private readonly pageSize: number
+
+  constructor(
+    private readonly conn: Pick<PgConnection, 'pool' | 'schema'>,
+    private readonly options: JournalFollowerOptions = {},
+  ) {
+    this.cursor = options.after ?? 0
+    this.horizon = new JournalHorizon(conn, this.cursor)
+    this.pageSize = options.pageSize ?? 500
+    const table = conn.schema.table('journal')
+    this.pageSql =
+      options.machineId === undefined
+        ? `SELECT * FROM ${table} WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3`
+        : `SELECT * FROM ${table} WHERE seq > $1 AND seq <= $2 AND machine_id = $4 ORDER BY seq LIMIT $3`
+  }
+
+  /** True while a read horizon waits for transactions that were open when it was taken. */
+  get pending(): boolean {
+    return this.horizon.waiting || this.horizon.safe > this.cursor
+  }
+
+  /** Newly final entries in seq order (at most pageSize; `pending` says whether more may be ready). */
+  async poll(): Promise<JournalEntry[]> {
+    if (this.horizon.safe <= this.cursor) await this.horizon.advance()
+    const safe = this.horizon.safe
+    if (safe <= this.cursor) return []
+    const values: unknown[] = [this.cursor, safe, this.pageSize]
+    if (this.options.machineId !== undefined) values.push(this.options.machineId)
+    const rows = (await this.conn.pool.query<PgJournalRow>(this.pageSql, values)).rows
+    // A full page may stop short of `safe`; otherwise every seq up to `safe` is done.
+    this.cursor = rows.length === this.pageSize ? rows[rows.length - 1]!.seq : safe
+    return rows.map(toJournalEntry)
   }
 }
