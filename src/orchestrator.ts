@@ -1,20 +1,16 @@
 /**
- * createOrchestrator: open (or create) a lockstep file and get the task board, or open an
- * existing one read-only (no WAL switch, no migration, no timers, no checkpointer).
+ * createOrchestrator: open (or create) a lockstep store and assemble the runtime over it:
+ * the committed step, the journal feed, timers, the task board and sessions. The store is
+ * opened by its own folder (persistence/sqlite/open.ts), read-write or, for an existing
+ * file, read-only (no WAL switch, no migration, no timers, no checkpointer).
  */
-import { resolve } from 'node:path'
-import { openDatabase, openReadOnlyDatabase, writeTransaction } from '../persistence/sqlite/connection.js'
-import { JournalQueries } from '../persistence/sqlite/journal.js'
+import { SESSION_MACHINE_ID } from '../machines/session.js'
+import { TASK_MACHINE_ID } from '../machines/task.js'
+import type { Synchronous } from '../persistence/sqlite/connection.js'
+import { openSqlite } from '../persistence/sqlite/open.js'
 import { Kernel, type MachineDefinition } from './core/kernel.js'
 import { sessionKind } from './core/session-kind.js'
 import { taskKind } from './core/task-kind.js'
-import { SqliteDriver, SqliteReadDriver, SqliteReads, SqliteStore } from '../persistence/sqlite/store.js'
-import { TASK_MACHINE_ID } from '../machines/task.js'
-import { SESSION_MACHINE_ID } from '../machines/session.js'
-import { startCheckpointer } from '../persistence/sqlite/checkpointer.js'
-import { migrate } from '../persistence/sqlite/migrations.js'
-import { SessionQueries } from '../persistence/sqlite/sessions.js'
-import { TaskQueries } from '../persistence/sqlite/tasks.js'
 import { ClosedError, InvalidInputError, ReadOnlyError } from './errors.js'
 import { Intake } from './intake.js'
 import { INSPECTOR_OPTIONS, startInspector } from './inspector/server.js'
@@ -24,9 +20,6 @@ import { StoreTaskBoard } from './task-board.js'
 import { TimerLoop } from './timer-loop.js'
 import type { Orchestrator, OrchestratorOptions, ReloadOptions, ReloadResult, TaskDefaults } from './types.js'
 import * as v from './validate.js'
-
-/** How often the background checkpointer copies the WAL back into the database file. */
-const CHECKPOINT_INTERVAL_MS = 100
 
 export const DEFAULT_TASK_DEFAULTS: TaskDefaults = {
   leaseMs: 30_000,
@@ -91,47 +84,27 @@ export async function createOrchestrator(options: OrchestratorOptions = {}): Pro
   if (checkpoint !== 'background' && checkpoint !== 'inline') {
     throw new InvalidInputError("checkpoint must be 'background' or 'inline'", { field: 'checkpoint' })
   }
-  // A reader never checkpoints: that writes the database file.
-  const background = checkpoint === 'background' && path !== ':memory:' && !readOnly
-  const db = readOnly
-    ? openReadOnlyDatabase(path, { busyTimeoutMs })
-    : openDatabase(
-        {
-          path,
-          synchronous: synchronous as 'NORMAL',
-          busyTimeoutMs,
-          // With the background checkpointer, SQLite's own checkpoint is only a safety net.
-          walAutocheckpointPages: background ? 10_000 : 1_000,
-        },
-        busyRetryMs,
-      )
-  if (!readOnly) {
-    try {
-      // Two processes opening a fresh file at once: the write lock serializes the migration.
-      await writeTransaction(db, () => migrate(db, path), busyRetryMs)
-    } catch (error) {
-      db.close()
-      throw error
-    }
-  }
+  const store = await openSqlite({
+    path,
+    readOnly,
+    synchronous: synchronous as Synchronous,
+    checkpoint,
+    busyTimeoutMs,
+    busyRetryMs,
+    now: options.now,
+  })
 
   const intake = new Intake()
   const guard = <T>(operation: () => Promise<T>): Promise<T> => intake.run(operation)
   let closing: Promise<void> | null = null
 
-  const checkpointer = background ? startCheckpointer(path, CHECKPOINT_INTERVAL_MS) : null
-  const queries = new TaskQueries(db)
-  const sessionQueries = new SessionQueries(db)
-  const store = new SqliteStore(db, queries, sessionQueries)
-  const kernel = new Kernel(new SqliteDriver(db, store, busyRetryMs, options.now), { onError })
+  const kernel = new Kernel(store.driver, { onError })
   kernel.register(taskKind())
-  // SQLite has one writer at a time: a local commit is final at once and in seq order.
-  const feed = new JournalFeed(new JournalQueries(db), pollMs, onError, true)
+  const feed = new JournalFeed(store.journal, pollMs, onError, store.localCommitsInOrder)
   try {
     await feed.open()
   } catch (error) {
-    await checkpointer?.stop()
-    db.close()
+    await store.close()
     throw error
   }
   // Timer deliveries enter through the same intake as calls, so a reload pauses them too.
@@ -153,15 +126,14 @@ export async function createOrchestrator(options: OrchestratorOptions = {}): Pro
     if (readOnly) throw new ReadOnlyError(path)
   }
   // The board checks this before starting a worker pool (which would claim).
-  const reads = new SqliteReadDriver(new SqliteReads(queries, sessionQueries), busyRetryMs)
-  const tasks = new StoreTaskBoard({ kernel, reads, feed, defaults, maxPayloadBytes, guard, assertOpen: assertWritable })
-  const sessions = new Sessions(kernel, reads, feed, guard, onError, maxPayloadBytes)
+  const tasks = new StoreTaskBoard({ kernel, reads: store.reads, feed, defaults, maxPayloadBytes, guard, assertOpen: assertWritable })
+  const sessions = new Sessions(kernel, store.reads, feed, guard, onError, maxPayloadBytes)
   kernel.register(sessionKind(sessions.effects()))
   if (options.sessionAdapter) sessions.setAdapter(options.sessionAdapter as SessionAdapter)
 
   // Async so that every refusal (CLOSED, READ_ONLY, INVALID_INPUT) is a rejection, like the board's.
   return {
-    path: path === ':memory:' ? path : resolve(path),
+    path: store.where,
     readOnly,
     tasks,
     sessions,
@@ -197,8 +169,7 @@ export async function createOrchestrator(options: OrchestratorOptions = {}): Pro
         await intake.close()
         feed.close()
         await timers.stop()
-        await checkpointer?.stop()
-        db.close()
+        await store.close()
       })()
       return closing
     },
