@@ -1,0 +1,133 @@
+/**
+ * The PostgreSQL store under the storage-free step: the kernel scenario of
+ * test/core/kernel.test.ts on a real schema gives the same journal as the in-memory store;
+ * the version check makes a step that lost a race rerun and see the new version (no lost
+ * update); two opposite links committed at the same moment never both succeed.
+ */
+import { describe, expect, it, type TestContext } from 'vitest'
+import { TASK_MACHINE_ID } from '../../../machines/task.js'
+import type { PgConnection } from '../../../persistence/postgres/connection.js'
+import { openPostgres } from '../../../persistence/postgres/open.js'
+import { PgDriver } from '../../../persistence/postgres/store.js'
+import { io } from '../../../src/core/io.js'
+import { Kernel, type ActorKind } from '../../../src/core/kernel.js'
+import { taskKind } from '../../../src/core/task-kind.js'
+import { DependencyCycleError } from '../../../src/errors.js'
+import { sleep } from '../../helpers.js'
+import { adminQuery, freshSchema, pgUrl } from '../../postgres-server.js'
+import { createTask, kernelScenario, SCENARIO_JOURNAL, sendTask } from '../../core/kernel-scenario.js'
+
+async function open(ctx: TestContext, schema?: string): Promise<PgConnection> {
+  const conn = await openPostgres(pgUrl, { schema: schema ?? (await freshSchema(ctx)), pool: { max: 4 } })
+  ctx.onTestFinished(() => conn.close())
+  return conn
+}
+
+async function kernelOn(conn: PgConnection, kind: ActorKind = taskKind()) {
+  const driver = await PgDriver.open(conn)
+  const kernel = new Kernel(driver)
+  kernel.register(kind)
+  return { driver, kernel }
+}
+
+const q = <R extends Record<string, unknown>>(conn: PgConnection, text: string, values?: unknown[]) =>
+  adminQuery<R>(text.replaceAll('$s.', `${conn.schema.ident}.`), values)
+
+describe('PgStore under the kernel', () => {
+  it('runs the kernel scenario with the same journal as the in-memory store', async (ctx) => {
+    const conn = await open(ctx)
+    const { kernel } = await kernelOn(conn)
+    const journal = await kernelScenario({
+      kernel,
+      status: async (id) => (await q<{ status: string }>(conn, 'SELECT status FROM $s.tasks WHERE id = $1', [id]))[0]!.status,
+      runs: () =>
+        q(conn, 'SELECT task_id AS "taskId", id AS "runId", ended_at::float8 AS "endedAt", outcome FROM $s.runs ORDER BY started_at, attempt') as never,
+      timers: () => q(conn, 'SELECT actor_id, due_at::float8 AS due_at FROM $s.timers ORDER BY due_at') as never,
+      journal: () =>
+        q(
+          conn,
+          `SELECT seq::float8 AS seq, actor_id AS "actorId", kind, state_before AS "stateBefore", state_after AS "stateAfter",
+                  run_id AS "runId", at::float8 AS at FROM $s.journal ORDER BY seq`,
+        ) as never,
+      advance: (ms) => sleep(ms),
+    })
+    expect(journal.map(([, actor, kind]) => `${actor}:${kind}`)).toEqual(SCENARIO_JOURNAL)
+    expect(journal.map(([seq]) => seq)).toEqual([1, 2, 3, 4, 5, 6, 7])
+  })
+
+  it('a step that lost the race to another writer of the same actor reruns and sees the new version (no lost update)', async (ctx) => {
+    const conn = await open(ctx)
+    const other = await open(ctx, conn.schema.name)
+    // Writer A pauses between reading the row and writing it, on its first attempt only,
+    // until writer B (another pool and kernel, as another process) has committed a step.
+    let bCommitted!: () => void
+    const gate = new Promise<void>((resolve) => (bCommitted = resolve))
+    let aRead!: () => void
+    const aHasRead = new Promise<void>((resolve) => (aRead = resolve))
+    let attempts = 0
+    const base = taskKind()
+    const paused: ActorKind = {
+      ...base,
+      *facts(tx, actorId, event) {
+        const facts = yield* base.facts!(tx, actorId, event)
+        if (event.type === 'HEARTBEAT' && ++attempts === 1) {
+          aRead()
+          yield* io(() => gate)
+        }
+        return facts
+      },
+    }
+    const a = await kernelOn(conn, paused)
+    const b = await kernelOn(other)
+    await createTask(b.kernel, 't')
+    await sendTask(b.kernel, 't', { type: 'CLAIM', runId: 'r1', token: 'k1', worker: 'w', leaseMs: 60_000 })
+    const v0 = (await q<{ version: number }>(conn, 'SELECT version::float8 AS version FROM $s.tasks'))[0]!.version
+
+    const stepA = sendTask(a.kernel, 't', { type: 'HEARTBEAT', runId: 'r1', token: 'k1', leaseMs: 30_000 })
+    await aHasRead
+    const stepB = await sendTask(b.kernel, 't', { type: 'HEARTBEAT', runId: 'r1', token: 'k1', leaseMs: 20_000 })
+    expect(stepB!.version).toBe(v0 + 1)
+    bCommitted()
+    const resultA = await stepA
+    expect(attempts).toBe(2)
+    expect(a.driver.retries.conflict).toBe(1)
+    expect(resultA!.version).toBe(v0 + 2)
+    const beats = await q<{ v: number }>(conn, "SELECT actor_version::float8 AS v FROM $s.journal WHERE kind = 'heartbeat' ORDER BY seq")
+    expect(beats.map((r) => r.v)).toEqual([v0 + 1, v0 + 2])
+    const version = (await q<{ version: number }>(conn, 'SELECT version::float8 AS version FROM $s.tasks'))[0]!.version
+    expect(version).toBe(v0 + 2)
+  })
+
+  it('two opposite links committed at the same moment never both succeed (the graph lock)', async (ctx) => {
+    const conn = await open(ctx)
+    const other = await open(ctx, conn.schema.name)
+    const a = await kernelOn(conn)
+    const b = await kernelOn(other)
+    // The link body of src/task-board.ts, with a pause before commit on request.
+    const link = (kernel: Kernel, parent: string, child: string, holdMs: number) =>
+      kernel.write(function* (tx) {
+        yield* io((s) => s.lockGraph())
+        if (yield* io((s) => s.linkExists(parent, child))) return 'exists'
+        if (parent === child || (yield* io((s) => s.isAncestor(child, parent)))) throw new DependencyCycleError(parent, child)
+        const step = yield* kernel.stepInTx(tx, TASK_MACHINE_ID, child, { type: 'LINK', parentId: parent })
+        if (!step?.accepted) throw new Error(`LINK ${parent} -> ${child} refused`)
+        if (holdMs > 0) yield* io(() => sleep(holdMs))
+        return 'linked'
+      })
+    for (let i = 0; i < 3; i++) {
+      const [x, y] = [`x${i}`, `y${i}`]
+      await createTask(a.kernel, x)
+      await createTask(a.kernel, y)
+      // A checks and links x -> y, then holds its transaction open; B checks y -> x meanwhile.
+      const first = link(a.kernel, x, y, 300)
+      await sleep(100)
+      const second = link(b.kernel, y, x, 0)
+      const outcomes = await Promise.allSettled([first, second])
+      expect(outcomes[0]).toEqual({ status: 'fulfilled', value: 'linked' })
+      expect(outcomes[1].status).toBe('rejected')
+      expect((outcomes[1] as PromiseRejectedResult).reason).toBeInstanceOf(DependencyCycleError)
+    }
+    const links = await q(conn, 'SELECT parent_id, child_id FROM $s.task_links ORDER BY parent_id')
+    expect(links).toEqual([0, 1, 2].map((i) => ({ parent_id: `x${i}`, child_id: `y${i}` })))
+  })
+})
