@@ -28,6 +28,7 @@ import { runAsync, type Io } from '../../src/core/io.js'
 import type { StoreDriver } from '../../src/core/kernel.js'
 import type {
   ActorRow,
+  Awaitable,
   ActorSnapshotRow,
   ActorTable,
   ActorWrite,
@@ -72,6 +73,8 @@ async function insert(tx: PgTx, what: string, text: string, values: unknown[]): 
   }
 }
 
+const JOURNAL_COLUMNS = 'machine_id, actor_id, kind, event_type, event, state_before, state_after, run_id, actor_version, at'
+
 /** The database clock in ms, as withTransaction reads it. */
 const CLOCK_MS = `floor(date_part('epoch', clock_timestamp()) * 1000)::int8`
 
@@ -87,6 +90,7 @@ interface TableSql {
 export class PgStatements {
   private readonly tables = new Map<string, TableSql>()
   private readonly ready = new Map<string, string>()
+  private readonly saves = new Map<string, string>()
   readonly s
 
   constructor(readonly schema: PgSchema) {
@@ -146,7 +150,15 @@ export class PgStatements {
       sql = {
         // The snapshot comes along: a restore that misses the kernel's cache would otherwise
         // cost a second round trip, and the row's bytes are on hand anyway.
-        row: `SELECT machine_id, machine_version, version, state, snapshot FROM ${t} WHERE id = $1`,
+        row:
+          at.table === 'tasks'
+            ? // A task's step reads its parents' facts right after loading it (task-kind.ts):
+              // they come along, saving a round trip per step (see PgStore.parentRows).
+              `SELECT machine_id, machine_version, version, state, snapshot,
+                      (SELECT coalesce(json_agg(json_build_array(p.id, p.status, p.completed_at)), '[]')::text
+                       FROM ${this.schema.table('task_links')} l JOIN ${t} p ON p.id = l.parent_id WHERE l.child_id = $1) AS parents
+               FROM ${t} WHERE id = $1`
+            : `SELECT machine_id, machine_version, version, state, snapshot FROM ${t} WHERE id = $1`,
         snapshot: `SELECT snapshot FROM ${t} WHERE id = $1`,
         update: `UPDATE ${t} SET machine_id = $1, machine_version = $2, state = $3, snapshot = $4, version = version + 1, updated_at = $5
                    ${at.projection.map((column, i) => `, ${column} = $${6 + i}`).join('')}
@@ -158,6 +170,43 @@ export class PgStatements {
       this.tables.set(at.table, sql)
     }
     return sql
+  }
+
+  /**
+   * One statement for a step's whole write set (see PgStore.saveStep), built per shape:
+   * the actor table, the number of journal entries, timer upserts and timer deletes.
+   */
+  saveSql(at: ActorTable, entries: number, upserts: number, deletes: number): string {
+    const key = `${at.table}/${entries}/${upserts}/${deletes}`
+    let text = this.saves.get(key)
+    if (!text) {
+      const n = at.projection.length
+      let p = 7 + n
+      const params = (count: number, casts: string[]) =>
+        Array.from({ length: count }, () => `(${casts.map((cast) => `$${++p}${cast}`).join(', ')})`).join(', ')
+      // Every part but the UPDATE reads `u` (WHERE EXISTS, an InitPlan run before the part
+      // yields its first row): the row's lock is taken before any journal seq is drawn, so
+      // two steps of one actor get seqs in their commit order, as appendJournal requires.
+      const parts = [`u AS (${this.table(at).update} RETURNING 1)`]
+      if (entries > 0) {
+        const text = ['', '', '', '', '', '', '', '', '::int8', '::int8']
+        parts.push(`j AS (INSERT INTO ${this.schema.table('journal')} (${JOURNAL_COLUMNS})
+          SELECT * FROM (VALUES ${params(entries, text)}) v WHERE EXISTS (SELECT 1 FROM u) RETURNING seq)`)
+      }
+      if (upserts > 0) {
+        parts.push(`t AS (INSERT INTO ${this.schema.table('timers')} (actor_id, timer_id, machine_id, due_at, event)
+          SELECT * FROM (VALUES ${params(upserts, ['', '', '', '::int8', ''])}) v WHERE EXISTS (SELECT 1 FROM u)
+          ON CONFLICT (actor_id, timer_id) DO UPDATE SET machine_id = excluded.machine_id, due_at = excluded.due_at, event = excluded.event)`)
+      }
+      if (deletes > 0) {
+        parts.push(`d AS (DELETE FROM ${this.schema.table('timers')}
+          WHERE (actor_id, timer_id) IN (VALUES ${params(deletes, ['', ''])}) AND EXISTS (SELECT 1 FROM u))`)
+      }
+      text = `WITH ${parts.join(',\n')}
+        SELECT (SELECT count(*) FROM u)::int AS updated, ${entries > 0 ? 'ARRAY(SELECT seq FROM j ORDER BY seq)' : "'{}'::int8[]"} AS seqs`
+      this.saves.set(key, text)
+    }
+    return text
   }
 
   /**
@@ -196,6 +245,12 @@ export class PgStatements {
 
 /** The store operations on one transaction (a new PgStore per attempt of a write). */
 export class PgStore implements StepStore {
+  /**
+   * The parents read with the last task loadActor, valid until this transaction writes a
+   * task row or a link (what they are made of); other transactions' commits since are no
+   * different from a read a moment earlier (the facts are read without locks either way).
+   */
+  private parents: { childId: string; rows: ParentRow[] } | null = null
   /** The snapshot read with the last loadActor of each row, for the loadSnapshot that may follow. */
   private readonly loaded = new Map<string, string>()
   private readonly s
@@ -218,9 +273,13 @@ export class PgStore implements StepStore {
   // ---- actors ----
 
   async loadActor(at: ActorTable, id: string): Promise<ActorRow | undefined> {
-    const [row] = await this.rows<ActorRow & { snapshot: string }>(this.sql.table(at).row, [id])
+    const [row] = await this.rows<ActorRow & { snapshot: string; parents?: string }>(this.sql.table(at).row, [id])
     if (!row) return undefined
     this.loaded.set(`${at.table}/${id}`, row.snapshot)
+    if (row.parents !== undefined) {
+      const rows = (JSON.parse(row.parents) as Array<[string, ParentRow['status'], number | null]>).map(([id, status, completed_at]) => ({ id, status, completed_at }))
+      this.parents = { childId: id, rows }
+    }
     return { machine_id: row.machine_id, machine_version: row.machine_version, version: row.version, state: row.state }
   }
 
@@ -236,11 +295,15 @@ export class PgStore implements StepStore {
   }
 
   /**
-   * The version-checked UPDATE, then the journal (after the row write: the row lock orders
-   * two steps of one actor, so their seqs follow their commit order), then the timers in
-   * action order. A row not at `expectedVersion` was written by a transaction that
-   * committed after this one read it: a lost race, rerun whole (never null, which the
-   * kernel would treat as a broken invariant).
+   * The step's write set in one round trip: the version-checked UPDATE, the journal
+   * entries (seqs from the journal's default, drawn after the row lock, as appendJournal
+   * does) and the timer changes, as one statement of data-modifying CTEs. Timer changes are
+   * reduced to the last one per timer first (one statement cannot touch a row twice), which
+   * is what applying them in action order leaves.
+   *
+   * A row not at `expectedVersion` was written by a transaction that committed after this
+   * one read it: a lost race, rerun whole (never null, which the kernel would treat as a
+   * broken invariant); nothing else of the statement was applied.
    */
   async saveStep(
     at: ActorTable,
@@ -251,18 +314,50 @@ export class PgStore implements StepStore {
     timers: readonly TimerChange[],
   ): Promise<number[] | null> {
     this.loaded.delete(`${at.table}/${id}`)
-    const updated = await this.tx.query(this.sql.table(at).update, [
-      w.machineId,
-      w.machineVersion,
-      w.state,
-      w.snapshot,
-      w.updatedAt,
-      ...w.projection,
-      id,
-      expectedVersion,
-    ])
-    if (updated.rowCount !== 1) {
+    this.parents = null
+    const last = new Map<string, TimerChange>()
+    for (const timer of timers) {
+      const key = 'upsert' in timer ? `${timer.upsert.actor_id}\u0000${timer.upsert.timer_id}` : `${timer.cancel.actorId}\u0000${timer.cancel.timerId}`
+      last.delete(key) // keep the map in action order of the final changes
+      last.set(key, timer)
+    }
+    const upserts: TimerRow[] = []
+    const deletes: Array<{ actorId: string; timerId: string }> = []
+    for (const timer of last.values()) {
+      if ('upsert' in timer) upserts.push(timer.upsert)
+      else deletes.push(timer.cancel)
+    }
+    const values: unknown[] = [w.machineId, w.machineVersion, w.state, w.snapshot, w.updatedAt, ...w.projection, id, expectedVersion]
+    for (const e of journal) values.push(e.machineId, e.actorId, e.kind, e.eventType, e.event, e.stateBefore, e.stateAfter, e.runId, e.actorVersion, e.at)
+    for (const t of upserts) values.push(t.actor_id, t.timer_id, t.machine_id, t.due_at, t.event)
+    for (const t of deletes) values.push(t.actorId, t.timerId)
+    const result = await this.tx.query<{ updated: number; seqs: Array<string | number> }>(
+      this.sql.saveSql(at, journal.length, upserts.length, deletes.length),
+      values,
+    )
+    const row = result.rows[0]!
+    if (row.updated !== 1) {
       // Gone or never there: the kernel's invariant error, not a race.
+      if (!(await this.exists(`SELECT 1 FROM ${this.sql.schema.table(at.table)} WHERE id = $1`, [id]))) return null
+      throw new RaceLostError(`${at.table} row ${id} moved past version ${expectedVersion} since this transaction read it`)
+    }
+    // int8[] comes back as text elements (the pool's parser covers scalar int8 only).
+    return row.seqs.map(Number)
+  }
+
+  /** The write set as separate statements (appendJournal, a statement per timer): the measured baseline of saveStep. */
+  async saveStepSeparately(
+    at: ActorTable,
+    id: string,
+    expectedVersion: number,
+    w: ActorWrite,
+    journal: readonly JournalWrite[],
+    timers: readonly TimerChange[],
+  ): Promise<number[] | null> {
+    this.loaded.delete(`${at.table}/${id}`)
+    this.parents = null
+    const updated = await this.tx.query(this.sql.table(at).update, [w.machineId, w.machineVersion, w.state, w.snapshot, w.updatedAt, ...w.projection, id, expectedVersion])
+    if (updated.rowCount !== 1) {
       if (!(await this.exists(`SELECT 1 FROM ${this.sql.schema.table(at.table)} WHERE id = $1`, [id]))) return null
       throw new RaceLostError(`${at.table} row ${id} moved past version ${expectedVersion} since this transaction read it`)
     }
@@ -331,10 +426,12 @@ export class PgStore implements StepStore {
   }
 
   async insertLink(parentId: string, childId: string, now: number): Promise<void> {
+    this.parents = null
     await this.tx.query(this.s.insertLink, [parentId, childId, now])
   }
 
   async deleteLink(parentId: string, childId: string): Promise<void> {
+    this.parents = null
     await this.tx.query(this.s.deleteLink, [parentId, childId])
   }
 
@@ -342,7 +439,10 @@ export class PgStore implements StepStore {
     return this.exists(this.s.isAncestor, [taskId, ancestor])
   }
 
-  parentRows(childId: string): Promise<ParentRow[]> {
+  parentRows(childId: string): Awaitable<ParentRow[]> {
+    const prefetched = this.parents
+    this.parents = null
+    if (prefetched?.childId === childId) return prefetched.rows
     return this.rows<ParentRow>(this.s.parentRows, [childId])
   }
 
@@ -387,6 +487,7 @@ export class PgStore implements StepStore {
   }
 
   async recordResult(taskId: string, result: string | null, summary: string | null): Promise<void> {
+    this.parents = null
     await this.tx.query(this.s.recordResult, [result, summary, taskId])
   }
 

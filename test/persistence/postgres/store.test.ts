@@ -96,6 +96,33 @@ describe('PgStore under the kernel', () => {
     expect(beats.map((r) => r.v)).toEqual([v0 + 1, v0 + 2])
     const version = (await q<{ version: number }>(conn, 'SELECT version::float8 AS version FROM $s.tasks'))[0]!.version
     expect(version).toBe(v0 + 2)
+    // The lease timer is the last committed heartbeat's (the rerun's), as the row says.
+    const lease = await q<{ due: number; lease: number }>(
+      conn,
+      "SELECT t.due_at::float8 AS due, k.lease_expires_at::float8 AS lease FROM $s.timers t JOIN $s.tasks k ON k.id = t.actor_id WHERE t.timer_id = 'lease'",
+    )
+    expect(lease).toHaveLength(1)
+    expect(lease[0]!.due).toBe(lease[0]!.lease)
+    expect(lease[0]!.due - (await q<{ at: number }>(conn, "SELECT max(at)::float8 AS at FROM $s.journal"))[0]!.at).toBe(30_000)
+  })
+
+  it("a step's timer changes in one statement end as applying them in action order would", async (ctx) => {
+    const conn = await open(ctx)
+    const { kernel } = await kernelOn(conn)
+    await createTask(kernel, 't')
+    const timer = (timer_id: string, due_at: number) => ({ upsert: { actor_id: 't', timer_id, machine_id: TASK_MACHINE_ID, due_at, event: '{"type":"X"}' } })
+    const cancel = (timerId: string) => ({ cancel: { actorId: 't', timerId } })
+    const row = (await q<{ version: number; snapshot: string; state: string }>(conn, 'SELECT version::float8 AS version, snapshot, state FROM $s.tasks'))[0]!
+    await kernel.write(function* () {
+      const kind = taskKind()
+      const write = { machineId: TASK_MACHINE_ID, machineVersion: kind.machineVersion, state: row.state, snapshot: row.snapshot, updatedAt: 1, projection: ['ready', 0, null, null, null, null, null, null, null, null] }
+      const changes = [cancel('x'), timer('x', 5), timer('y', 1), cancel('y'), timer('y', 2), timer('z', 3), cancel('z'), cancel('w')]
+      return yield* io((s) => s.saveStep(kind, 't', row.version, write, [], changes))
+    })
+    expect(await q(conn, 'SELECT timer_id, due_at::float8 AS due FROM $s.timers ORDER BY timer_id')).toEqual([
+      { timer_id: 'x', due: 5 },
+      { timer_id: 'y', due: 2 },
+    ])
   })
 
   it('two opposite links committed at the same moment never both succeed (the graph lock)', async (ctx) => {
