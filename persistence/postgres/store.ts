@@ -232,8 +232,13 @@ export class PgStatements {
       if (tenant) where.push(`tenant = $${++p}`)
       if (who === 'named') where.push(`assignee = $${++p}`)
       if (who === 'unassigned') where.push('assignee IS NULL')
+      // The leading ORDER BY columns are fixed by the WHERE (one tenant, one assignee or
+      // NULL), so the order is the claim order; naming them lets the planner read the
+      // partial index in its own order. Without them an `assignee IS NULL` claim (not an
+      // equality to the planner) walked tasks_ready past every assigned ready row (EXPLAIN).
+      const leading = (tenant ? ['tenant'] : []).concat(who === 'any' ? [] : ['assignee'])
       text = `SELECT id FROM ${this.schema.table('tasks')} WHERE ${where.join(' AND ')}
-              ORDER BY priority DESC, created_at, n LIMIT ${literalLimit} FOR NO KEY UPDATE SKIP LOCKED`
+              ORDER BY ${[...leading, 'priority DESC', 'created_at', 'n'].join(', ')} LIMIT ${literalLimit} FOR NO KEY UPDATE SKIP LOCKED`
       this.ready.set(key, text)
     }
     const values: unknown[] = []

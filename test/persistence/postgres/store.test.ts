@@ -16,6 +16,8 @@ import { DependencyCycleError } from '../../../src/errors.js'
 import { sleep } from '../../helpers.js'
 import { adminQuery, freshSchema, pgUrl } from '../../postgres-server.js'
 import { createTask, kernelScenario, SCENARIO_JOURNAL, sendTask } from '../../core/kernel-scenario.js'
+import { MemoryStore, memoryDriver } from '../../core/memory-store.js'
+import type { ReadyFilter } from '../../../persistence/store.js'
 
 async function open(ctx: TestContext, schema?: string): Promise<PgConnection> {
   const conn = await openPostgres(pgUrl, { schema: schema ?? (await freshSchema(ctx)), pool: { max: 4 } })
@@ -156,5 +158,37 @@ describe('PgStore under the kernel', () => {
     }
     const links = await q(conn, 'SELECT parent_id, child_id FROM $s.task_links ORDER BY parent_id')
     expect(links).toEqual([0, 1, 2].map((i) => ({ parent_id: `x${i}`, child_id: `y${i}` })))
+  })
+
+  it('readyCandidates admits exactly what the in-memory store does, in claim order, for every filter', async (ctx) => {
+    const conn = await open(ctx)
+    const { kernel } = await kernelOn(conn)
+    const memory = new Kernel(memoryDriver(new MemoryStore(), { async: false, now: () => 1_000 }))
+    memory.register(taskKind())
+    let i = 0
+    const tasks: Array<{ id: string; assignee: string | null; tenant: string | null; priority: number }> = []
+    for (const assignee of [null, 'a', 'b']) {
+      for (const tenant of [null, 'n', 'm']) {
+        for (const priority of [0, 5, -1]) tasks.push({ id: `t${String(i++).padStart(2, '0')}`, assignee, tenant, priority })
+      }
+    }
+    // Shuffled so that insertion order differs from id order; one transaction, so ties on created_at.
+    tasks.sort((x, y) => ((x.id.charCodeAt(2) * 7) % 11) - ((y.id.charCodeAt(2) * 7) % 11))
+    const create = (k: Kernel) =>
+      k.write(function* (tx) {
+        for (const t of tasks) {
+          yield* io((s) => s.insertTask({ ...t, title: t.id, body: null, payload: null, idempotencyKey: null, maxAttempts: 1 }, tx.now))
+          yield* k.createInTx(tx, TASK_MACHINE_ID, t.id, { id: t.id, maxAttempts: 1, backoffBaseMs: 0, backoffMaxMs: 0 }, { type: 'CREATE', assignee: t.assignee })
+        }
+      })
+    await create(kernel)
+    await create(memory)
+    const filters: ReadyFilter[] = [{}, { assignee: 'a' }, { anyAssignee: true }, { tenant: 'n' }, { tenant: 'n', assignee: 'b' }, { tenant: 'm', anyAssignee: true }, { assignee: 'nobody' }]
+    for (const filter of filters) {
+      const read = (k: Kernel) => k.write(() => io((s) => s.readyCandidates(filter, 100)))
+      const expected = await read(memory)
+      expect(expected.length, JSON.stringify(filter)).toBeGreaterThanOrEqual(filter.assignee === 'nobody' ? 0 : 3)
+      expect(await read(kernel), JSON.stringify(filter)).toEqual(expected)
+    }
   })
 })
