@@ -191,4 +191,28 @@ describe('PgStore under the kernel', () => {
       expect(await read(kernel), JSON.stringify(filter)).toEqual(expected)
     }
   })
+
+  it('two creates racing with one idempotency key: the loser of the unique index reruns and returns the winner', async (ctx) => {
+    const conn = await open(ctx)
+    const other = await open(ctx, conn.schema.name)
+    const a = await kernelOn(conn)
+    const b = await kernelOn(other)
+    // The create body of src/task-board.ts (key check, insert, creating step), with a pause before commit on request.
+    const create = (kernel: Kernel, id: string, holdMs: number) =>
+      kernel.write(function* (tx) {
+        const existing = yield* io((s) => s.taskByIdempotencyKey('k'))
+        if (existing) return existing
+        yield* io((s) => s.insertTask({ id, title: id, body: null, assignee: null, tenant: null, priority: 0, payload: null, idempotencyKey: 'k', maxAttempts: 1 }, tx.now))
+        yield* kernel.createInTx(tx, TASK_MACHINE_ID, id, { id, maxAttempts: 1, backoffBaseMs: 0, backoffMaxMs: 0 }, { type: 'CREATE', assignee: null })
+        if (holdMs > 0) yield* io(() => sleep(holdMs))
+        return id
+      })
+    const first = create(a.kernel, 'ta', 300)
+    await sleep(100)
+    const second = create(b.kernel, 'tb', 0)
+    expect(await Promise.all([first, second])).toEqual(['ta', 'ta'])
+    expect(b.driver.retries.conflict).toBeGreaterThanOrEqual(1)
+    expect(await q(conn, 'SELECT id FROM $s.tasks')).toEqual([{ id: 'ta' }])
+    expect(await q(conn, "SELECT actor_id FROM $s.journal WHERE kind = 'created'")).toEqual([{ actor_id: 'ta' }])
+  })
 })
