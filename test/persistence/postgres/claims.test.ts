@@ -25,7 +25,8 @@ interface LoopReport {
   elapsedMs: number
 }
 
-async function board(ctx: TestContext, count: number): Promise<{ conn: PgConnection; ids: string[] }> {
+/** `count` tasks; with `children`, the last `children` of them each wait for a parent in the middle of the claim order. */
+async function board(ctx: TestContext, count: number, children = 0): Promise<{ conn: PgConnection; ids: string[] }> {
   const schema = await freshSchema(ctx)
   const conn = await openPostgres(pgUrl, { schema })
   ctx.onTestFinished(() => conn.close())
@@ -36,7 +37,10 @@ async function board(ctx: TestContext, count: number): Promise<{ conn: PgConnect
     const batch = ids.slice(from, from + 100)
     await kernel.write(function* (tx) {
       for (const id of batch) {
+        const i = ids.indexOf(id)
+        const parent = i >= count - children ? ids[i - Math.floor(count / 2)]! : null
         yield* io((s) => s.insertTask({ id, title: id, body: null, assignee: null, tenant: null, priority: 0, payload: null, idempotencyKey: null, maxAttempts: 3 }, tx.now))
+        if (parent !== null) yield* io((s) => s.insertLink(parent, id, tx.now))
         yield* kernel.createInTx(tx, TASK_MACHINE_ID, id, { id, maxAttempts: 3, backoffBaseMs: 0, backoffMaxMs: 0 }, { type: 'CREATE', assignee: null })
       }
     })
@@ -60,8 +64,8 @@ const q = <R extends Record<string, unknown>>(conn: PgConnection, text: string) 
 const dbNow = async () => (await adminQuery<{ now: number }>("SELECT floor(date_part('epoch', clock_timestamp()) * 1000)::float8 AS now"))[0]!.now
 
 describe('claims on PostgreSQL from several processes', () => {
-  it('4 processes over 500 tasks: no task claimed twice, one run per claim, every run closed, journal counts match', async (ctx) => {
-    const { conn, ids } = await board(ctx, 500)
+  it('4 processes over 500 tasks (100 waiting for a parent): no task claimed twice, one run per claim, every run closed, journal counts match, no claim before the parent was done', async (ctx) => {
+    const { conn, ids } = await board(ctx, 500, 100)
     const reports = await loops(conn, 4)
     const claimed = reports.flatMap((r) => r.tasks)
     expect(claimed).toHaveLength(500)
@@ -84,7 +88,23 @@ describe('claims on PostgreSQL from several processes', () => {
       { kind: 'claimed', n: 500, actors: 500 },
       { kind: 'completed', n: 500, actors: 500 },
       { kind: 'created', n: 500, actors: 500 },
+      { kind: 'promoted', n: 100, actors: 100 },
     ])
+    // The claim gate under concurrency: every child was claimed after its parent completed,
+    // on the database clock and in its own journal order (promoted, then claimed).
+    const gate = await q<{ child: string; parent_done: number; claimed_at: number; promoted_seq: number; claimed_seq: number }>(
+      conn,
+      `SELECT l.child_id AS child, pc.at::float8 AS parent_done, cc.at::float8 AS claimed_at, cp.seq::float8 AS promoted_seq, cc.seq::float8 AS claimed_seq
+       FROM $s.task_links l
+       JOIN $s.journal pc ON pc.actor_id = l.parent_id AND pc.kind = 'completed'
+       JOIN $s.journal cc ON cc.actor_id = l.child_id AND cc.kind = 'claimed'
+       JOIN $s.journal cp ON cp.actor_id = l.child_id AND cp.kind = 'promoted'`,
+    )
+    expect(gate).toHaveLength(100)
+    for (const row of gate) {
+      expect(row.claimed_at, row.child).toBeGreaterThanOrEqual(row.parent_done)
+      expect(row.claimed_seq, row.child).toBeGreaterThan(row.promoted_seq)
+    }
     expect(await q(conn, 'SELECT count(*)::int AS n FROM $s.timers')).toEqual([{ n: 0 }])
   })
 
