@@ -4,6 +4,8 @@
  * the version check makes a step that lost a race rerun and see the new version (no lost
  * update); two opposite links committed at the same moment never both succeed.
  */
+import { execFileSync } from 'node:child_process'
+import { join } from 'node:path'
 import { describe, expect, it, type TestContext } from 'vitest'
 import { TASK_MACHINE_ID } from '../../../machines/task.js'
 import type { PgConnection } from '../../../persistence/postgres/connection.js'
@@ -214,5 +216,14 @@ describe('PgStore under the kernel', () => {
     expect(b.driver.retries.conflict).toBeGreaterThanOrEqual(1)
     expect(await q(conn, 'SELECT id FROM $s.tasks')).toEqual([{ id: 'ta' }])
     expect(await q(conn, "SELECT actor_id FROM $s.journal WHERE kind = 'created'")).toEqual([{ actor_id: 'ta' }])
+  })
+
+  it('importing the store and its driver does not load pg (SQLite-only users never pay for it)', () => {
+    const store = join(import.meta.dirname, '../../../dist/persistence/postgres/store.js')
+    const script = `
+      import { createRequire } from 'node:module'
+      await import(${JSON.stringify(store)})
+      process.stdout.write(String(Object.keys(createRequire(import.meta.url).cache).some((k) => /node_modules[\\/]pg[\\/]/.test(k))))`
+    expect(execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' })).toBe('false')
   })
 })
