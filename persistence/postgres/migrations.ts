@@ -179,6 +179,19 @@ export const PG_MIGRATIONS: readonly PgMigration[] = [
       );
     `,
   },
+  {
+    version: 2,
+    name: 'one ready index in claim order for any-assignee claims',
+    // The any-assignee claim must lock as it reads (FOR NO KEY UPDATE SKIP LOCKED), and a
+    // locking query cannot be a UNION: the Merge Append of tasks_ready_by_assignee's
+    // unassigned head and tasks_ready_assigned that migration 1 planned for is not
+    // available to it. One partial index over every ready row in claim order serves it as
+    // an ordered scan (no sort of the ready set); tasks_ready_assigned then serves no query.
+    sql: (s) => `
+      CREATE INDEX tasks_ready ON ${s.table('tasks')} (priority DESC, created_at, n) WHERE status = 'ready';
+      DROP INDEX ${s.table('tasks_ready_assigned')};
+    `,
+  },
 ]
 
 export const SCHEMA_VERSION = PG_MIGRATIONS[PG_MIGRATIONS.length - 1]!.version
