@@ -113,7 +113,8 @@ export class JournalFeed {
     try {
       if (await this.source.changed()) await this.flush()
     } catch (error) {
-      this.onError(error)
+      // A look that was under way when the feed closed (the store is closing) is no error.
+      if (!this.closed) this.onError(error)
     }
   }
 
@@ -145,7 +146,7 @@ export class JournalFeed {
         }
       } while (this.again && !this.closed)
     } catch (error) {
-      this.onError(error)
+      if (!this.closed) this.onError(error)
     } finally {
       this.flushing = false
     }

@@ -30,6 +30,9 @@ export const DEFAULT_TASK_DEFAULTS: TaskDefaults = {
 
 const ORCHESTRATOR_OPTIONS = [
   'path',
+  'url',
+  'schema',
+  'pool',
   'readOnly',
   'synchronous',
   'checkpoint',
@@ -51,6 +54,18 @@ const ORCH_INSPECT_OPTIONS = INSPECTOR_OPTIONS.filter((key) => key !== 'machines
 
 export async function createOrchestrator(options: OrchestratorOptions = {}): Promise<Orchestrator> {
   const o = v.requireOptions(options, 'options', ORCHESTRATOR_OPTIONS)
+  const url = o.url === undefined ? null : v.requireString(o.url, 'url', 4_096)
+  if (url !== null) {
+    if (!/^postgres(ql)?:\/\//i.test(url)) throw new InvalidInputError('url must be a postgres:// or postgresql:// URL', { field: 'url' })
+    // Options of the other store are refused, not ignored.
+    for (const name of ['path', 'readOnly', 'synchronous', 'checkpoint', 'busyTimeoutMs', 'now'] as const) {
+      if (o[name] !== undefined) throw new InvalidInputError(`${name} is an option of SQLite files, not of a PostgreSQL url`, { field: name })
+    }
+  } else {
+    for (const name of ['schema', 'pool'] as const) {
+      if (o[name] !== undefined) throw new InvalidInputError(`${name} is an option of a PostgreSQL url`, { field: name })
+    }
+  }
   const path = o.path === undefined ? './lockstep.db' : v.requireString(o.path, 'path', 4_096)
   const readOnly = v.optionalBoolean(o.readOnly, 'readOnly', false)
   if (readOnly && path === ':memory:') throw new InvalidInputError('readOnly needs a database file: an in-memory database has nothing to read', { field: 'readOnly' })
@@ -84,15 +99,23 @@ export async function createOrchestrator(options: OrchestratorOptions = {}): Pro
   if (checkpoint !== 'background' && checkpoint !== 'inline') {
     throw new InvalidInputError("checkpoint must be 'background' or 'inline'", { field: 'checkpoint' })
   }
-  const store = await openSqlite({
-    path,
-    readOnly,
-    synchronous: synchronous as Synchronous,
-    checkpoint,
-    busyTimeoutMs,
-    busyRetryMs,
-    now: options.now,
-  })
+  const store =
+    url !== null
+      ? // Loaded only for PostgreSQL: SQLite users never load these modules (nor pg).
+        await (await import('../persistence/postgres/open.js')).openPostgresStore(url, {
+          schema: o.schema as string | undefined,
+          pool: o.pool as Record<string, never> | undefined,
+          retryBudgetMs: busyRetryMs,
+        })
+      : await openSqlite({
+          path,
+          readOnly,
+          synchronous: synchronous as Synchronous,
+          checkpoint,
+          busyTimeoutMs,
+          busyRetryMs,
+          now: options.now,
+        })
 
   const intake = new Intake()
   const guard = <T>(operation: () => Promise<T>): Promise<T> => intake.run(operation)
@@ -149,6 +172,7 @@ export async function createOrchestrator(options: OrchestratorOptions = {}): Pro
     // read at each use, so a later reload shows up too.
     inspect: async (inspectOptions = {}) => {
       assertOpen()
+      if (url !== null) throw new InvalidInputError('the inspector reads SQLite files only, for now (PostgreSQL support is in progress)', { field: 'url' })
       const i = v.requireOptions(inspectOptions, 'inspect options', ORCH_INSPECT_OPTIONS)
       return startInspector(path, {
         ...i,

@@ -15,6 +15,8 @@ export class TimerLoop {
   private wakeAt = Number.POSITIVE_INFINITY
   private running: Promise<void> | null = null
   private stopped = false
+  /** Only a started loop delivers: `runTimers: false` must mean no delivery from this process. */
+  private started = false
   /** Bumped by every schedule(): a store that answers the due time asynchronously must not set a stale timer. */
   private scheduling = 0
 
@@ -27,6 +29,7 @@ export class TimerLoop {
   ) {}
 
   start(): void {
+    this.started = true
     this.schedule()
   }
 
@@ -45,7 +48,7 @@ export class TimerLoop {
 
   /** A local commit scheduled a timer due at `dueAt`: wake earlier if it is sooner than planned. */
   poke(dueAt: number): void {
-    if (this.stopped || this.running || dueAt >= this.wakeAt) return
+    if (!this.started || this.stopped || this.running || dueAt >= this.wakeAt) return
     this.schedule()
   }
 
@@ -71,6 +74,8 @@ export class TimerLoop {
       due.then(
         (at) => scheduling === this.scheduling && this.sleepUntil(at),
         (error: unknown) => {
+          // A look that was under way when the loop stopped (the store is closing) is no error.
+          if (this.stopped) return
           this.onError(error)
           if (scheduling === this.scheduling) this.sleepUntil(null)
         },

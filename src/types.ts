@@ -232,6 +232,21 @@ export interface OrchestratorOptions {
   /** SQLite file (default ./lockstep.db), or ':memory:'. */
   path?: string
   /**
+   * A PostgreSQL database instead of a SQLite file: `postgres://` or `postgresql://`.
+   * Processes on different hosts that open the same URL and schema share one board.
+   * (In progress: the inspector and the MCP server read SQLite files only, for now.)
+   */
+  url?: string
+  /** PostgreSQL: the schema holding lockstep's tables (default `lockstep`), so several apps can share a database. */
+  schema?: string
+  /**
+   * PostgreSQL: options passed to node-postgres's Pool (max, idleTimeoutMillis,
+   * connectionTimeoutMillis, statement_timeout, ssl, ...). Size `max` to at least this
+   * process's concurrent writes plus one: a worker pool holds no connection while its
+   * handlers run, only for each step.
+   */
+  pool?: Record<string, unknown>
+  /**
    * Open an existing lockstep file for reading only (default false): no WAL switch, no
    * migration, no timer deliveries, no checkpointer. Every write (create, claim, ...,
    * runDueTimers, reload, work) fails with READ_ONLY before any SQL. A missing, empty or
