@@ -14,17 +14,21 @@ export type CommonOptions = Omit<OrchestratorOptions, 'path' | 'url' | 'schema' 
 
 export interface StoreUnderTest {
   name: string
-  /** A fresh board (skips the test, or fails it under CI=true, when the store's server is missing). */
-  open(ctx: TestContext, options?: CommonOptions): Promise<Orchestrator>
+  /**
+   * A fresh board (skips the test, or fails it under CI=true, when the store's server is
+   * missing), and how another process opens the same one (test/procs/open-store.mjs).
+   */
+  open(ctx: TestContext, options?: CommonOptions): Promise<Orchestrator & { spec: string }>
 }
 
 export const STORES: StoreUnderTest[] = [
   {
     name: 'sqlite',
     async open(ctx, options = {}) {
-      const orch = await createOrchestrator({ path: tempDbPath(), pollMs: 10, ...options })
+      const path = tempDbPath()
+      const orch = await createOrchestrator({ path, pollMs: 10, ...options })
       ctx.onTestFinished(() => orch.close())
-      return orch
+      return Object.assign(orch, { spec: path })
     },
   },
   {
@@ -34,7 +38,7 @@ export const STORES: StoreUnderTest[] = [
       const orch = await createOrchestrator({ url: pgUrl, schema, pollMs: 10, ...options })
       // Registered after freshSchema's drop: closing first, then the schema goes.
       ctx.onTestFinished(() => orch.close())
-      return orch
+      return Object.assign(orch, { spec: `${pgUrl}|${schema}` })
     },
   },
 ]

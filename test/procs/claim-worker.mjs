@@ -1,10 +1,10 @@
 // A competing worker in its own OS process: claimNext -> (short work) -> complete, until
 // the board stays empty. Prints one JSON line with everything it did.
-// usage: node claim-worker.mjs <db> <worker> [maxWorkMs] [assignee]
-import { createOrchestrator } from '../../dist/src/index.js'
+// usage: node claim-worker.mjs <store> <worker> [maxWorkMs] [assignee]   (store: see open-store.mjs)
+import { openStore } from './open-store.mjs'
 
-const [db, worker, maxWorkMs = '3', assignee] = process.argv.slice(2)
-const orch = await createOrchestrator({ path: db, pollMs: 20 })
+const [store, worker, maxWorkMs = '3', assignee] = process.argv.slice(2)
+const orch = await openStore(store, { pollMs: 20 })
 const events = []
 let empty = 0
 const started = Date.now()
