@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url'
 import Database from 'better-sqlite3'
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import type { Claim, JournalEntry, Run, Task } from '../src/index.js'
+import { freshSchema, pgUrl } from './postgres-server.js'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const CLI = join(ROOT, 'dist/src/cli/main.js')
@@ -685,5 +686,37 @@ describe('lockstep task complete --run with a run the task never had (issue 9)',
     const again = attempt('task', 'complete', t.id, '--run', claim.runId, '--token', claim.token)
     expect(again.code).toBe(1)
     expect(again.stderr).toMatch(/^error LEASE_LOST: /)
+  })
+})
+
+describe('lockstep on PostgreSQL (--db postgres://... --schema S)', () => {
+  it('init, create, claim, complete, list, show and events work on a schema; mcp and a stray --schema are refused', async (ctx) => {
+    const schema = await freshSchema(ctx)
+    const pg = (...args: string[]) => run([...args, '--db', pgUrl, '--schema', schema])
+    const pgJson = <T = any>(...args: string[]): T => {
+      const r = pg(...args, '--json')
+      expect(r.code, `lockstep ${args.join(' ')}\n${r.stderr}`).toBe(0)
+      return JSON.parse(r.stdout) as T
+    }
+    expect(pgJson<{ path: string }>('init').path).toContain(`(schema ${schema})`)
+    const parent = pgJson<Task>('task', 'create', '--title', 'parent')
+    const child = pgJson<Task>('task', 'create', '--title', 'child', '--parent', parent.id)
+    expect(child.status).toBe('todo')
+    const claim = pgJson<Claim>('task', 'claim', '--worker', 'cli')
+    expect(claim.taskId).toBe(parent.id)
+    expect(pgJson<Task>('task', 'complete', parent.id, '--run', claim.runId, '--token', claim.token, '--result', '{"ok":true}')).toMatchObject({
+      status: 'done',
+      result: { ok: true },
+    })
+    expect(pgJson<Task[]>('task', 'list', '--status', 'ready').map((t) => t.id)).toEqual([child.id])
+    expect(pgJson<{ runs: Run[] }>('task', 'show', parent.id).runs).toEqual([expect.objectContaining({ id: claim.runId, outcome: 'completed' })])
+    expect(ndjson<JournalEntry>(pg('events', '--json').stdout).map((e) => e.kind)).toEqual(['created', 'created', 'claimed', 'completed', 'promoted'])
+
+    const mcp = pg('mcp')
+    expect(mcp.code).toBe(1)
+    expect(mcp.stderr).toMatch(/^error INVALID_INPUT: lockstep mcp serves SQLite files only/)
+    const stray = run(['task', 'list', '--db', db, '--schema', schema])
+    expect(stray.code).toBe(1)
+    expect(stray.stderr).toMatch(/^error INVALID_INPUT: --schema goes with a postgres:\/\/ --db/)
   })
 })

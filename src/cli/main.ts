@@ -72,7 +72,8 @@ interface Command<Input = unknown> {
 const command = <Input>(spec: Command<Input>) => spec as unknown as Command
 
 const GLOBAL_FLAGS: Record<string, Flag> = {
-  db: { type: 'string', arg: 'PATH', help: 'SQLite file (default ./lockstep.db)' },
+  db: { type: 'string', arg: 'PATH|URL', help: 'SQLite file (default ./lockstep.db), or a postgres:// URL' },
+  schema: { type: 'string', arg: 'S', help: "with a postgres:// --db: the schema (default 'lockstep')" },
   json: { type: 'boolean', help: 'machine-readable output (see below)' },
   help: { type: 'boolean', short: 'h', help: 'show usage' },
 }
@@ -643,24 +644,38 @@ const output = {
 }
 
 /** Open the file, run the command on its parsed input, close the file whatever happens. */
-async function execute(command: Command, input: unknown, values: Values): Promise<void> {
-  const path = text(values, 'db') ?? './lockstep.db'
-  if (!command.createsDb && path !== ':memory:' && !existsSync(path)) {
-    throw new InvalidInputError(`no lockstep database at ${resolve(path)}: run 'lockstep init' first, or pass --db`, {
+/** Open the store --db names: a SQLite file, or a PostgreSQL URL (and --schema). */
+function openStore(command: Command, values: Values): Promise<Orchestrator> {
+  const db = text(values, 'db') ?? './lockstep.db'
+  const schema = text(values, 'schema')
+  if (/^postgres(ql)?:\/\//i.test(db)) {
+    if (command.name === 'mcp') {
+      throw new InvalidInputError('lockstep mcp serves SQLite files only, for now (PostgreSQL support is in progress)', { field: 'db' })
+    }
+    // A one-shot command delivers no timers from its own loop (runDueTimers does, for writers).
+    return createOrchestrator({ url: db, runTimers: false, ...(schema === undefined ? {} : { schema }) })
+  }
+  if (schema !== undefined) throw new InvalidInputError('--schema goes with a postgres:// --db', { field: 'schema' })
+  if (!command.createsDb && db !== ':memory:' && !existsSync(db)) {
+    throw new InvalidInputError(`no lockstep database at ${resolve(db)}: run 'lockstep init' first, or pass --db`, {
       field: 'db',
-      path: resolve(path),
+      path: resolve(db),
     })
   }
-  const asJson = values.json === true
-  const readOnly = command.readsOnly === true && path !== ':memory:'
+  const readOnly = command.readsOnly === true && db !== ':memory:'
   // One-shot commands checkpoint inline (no extra thread to start); the MCP server lives long.
-  const orch = await createOrchestrator({ path, readOnly, checkpoint: command.name === 'mcp' ? 'background' : 'inline' })
+  return createOrchestrator({ path: db, readOnly, checkpoint: command.name === 'mcp' ? 'background' : 'inline' })
+}
+
+async function execute(command: Command, input: unknown, values: Values): Promise<void> {
+  const asJson = values.json === true
+  const orch = await openStore(command, values)
   try {
     // A CLI process lives too briefly for the timer loop to tick: deliver overdue lease
     // expiries and retries first, so it acts on the board as a long-lived process would
     // see it (a task whose backoff ended is claimable, a lapsed lease is lost). Reads show
-    // the file as it is: delivering would be a write.
-    if (!readOnly) await orch.runDueTimers()
+    // the board as it is: delivering would be a write.
+    if (command.readsOnly !== true) await orch.runDueTimers()
     const emit = (value: unknown, text: string) => output.line(asJson ? JSON.stringify(value) : text)
     await command.run({ orch, tasks: orch.tasks, emit }, input)
   } finally {
