@@ -85,6 +85,11 @@ export class JournalFeed {
     queueMicrotask(() => void this.flush())
   }
 
+  /** Another process announced a commit: look now rather than at the next poll. */
+  poke(): void {
+    if (this.subscribers.size > 0) queueMicrotask(() => void this.flush())
+  }
+
   close(): void {
     this.closed = true
     this.subscribers.clear()

@@ -133,9 +133,16 @@ export async function createOrchestrator(options: OrchestratorOptions = {}): Pro
   // Timer deliveries enter through the same intake as calls, so a reload pauses them too.
   const timers = new TimerLoop(kernel, pollMs, onError, guard)
 
+  // Stores shared between hosts tell each other about commits (sooner than the next poll).
+  const wakes = 'wakes' in store ? store.wakes : null
   kernel.onCommit((commit) => {
     if (commit.journal.length > 0) feed.wake(commit.journal)
     if (commit.earliestTimerDue !== null) timers.poke(commit.earliestTimerDue)
+    wakes?.announce()
+  })
+  await wakes?.start(() => {
+    feed.poke()
+    timers.poke(kernel.now())
   })
   // A reader delivers no timers: a delivery is a write (the writers' processes deliver them).
   if (runTimers && !readOnly) timers.start()
@@ -193,6 +200,7 @@ export async function createOrchestrator(options: OrchestratorOptions = {}): Pro
         await intake.close()
         feed.close()
         await timers.stop()
+        await wakes?.close()
         await store.close()
       })()
       return closing

@@ -7,6 +7,7 @@ import type { StoreDriver } from '../../src/core/kernel.js'
 import type { JournalSource, ReadDriver } from '../store.js'
 import { openPool, type PgConnection, type PgOpenOptions } from './connection.js'
 import { migrate, type MigrateResult } from './migrations.js'
+import { notifyWake, WakeListener } from './notify.js'
 import { PgJournalSource, PgReadDriver, PgReads } from './reads.js'
 import { PgDriver } from './store.js'
 
@@ -29,7 +30,55 @@ export interface OpenedPostgresStore {
   journal: JournalSource
   /** Commits land out of seq order here: the journal feed reads only up to the horizon. */
   localCommitsInOrder: false
+  /** Wake-ups between hosts: LISTEN/NOTIFY on the schema's channel (polling stays the fallback). */
+  wakes: StoreWakes
   close(): Promise<void>
+}
+
+/** How processes sharing a store wake each other after a commit, sooner than their next poll. */
+export interface StoreWakes {
+  /** Listen; `onWake` runs when another process (or this one) announced a commit. */
+  start(onWake: () => void): Promise<void>
+  /** A commit wrote journal entries or timers: tell the others (after commit, coalesced). */
+  announce(): void
+  close(): Promise<void>
+}
+
+/**
+ * NOTIFY after commit, never inside the transaction (PostgreSQL would hold a database-wide
+ * lock from the NOTIFY to the commit's flush, serializing commits), at most one in flight:
+ * commits that happen meanwhile are announced by one more NOTIFY when it returns.
+ */
+function wakesOf(conn: PgConnection): StoreWakes {
+  let listener: WakeListener | null = null
+  let inFlight = false
+  let again = false
+  let closed = false
+  const send = () => {
+    inFlight = true
+    again = false
+    notifyWake(conn.pool, conn.schema, 'commit', [])
+      .catch(() => {}) // a lost wake-up only delays others until their next poll
+      .finally(() => {
+        inFlight = false
+        if (again && !closed) send()
+      })
+  }
+  return {
+    async start(onWake) {
+      listener = new WakeListener(conn, { onWake: () => onWake() })
+      await listener.start()
+    },
+    announce() {
+      if (closed) return
+      if (inFlight) again = true
+      else send()
+    },
+    async close() {
+      closed = true
+      await listener?.close()
+    },
+  }
 }
 
 export async function openPostgresStore(url: string, options: PgOpenOptions = {}): Promise<OpenedPostgresStore> {
@@ -42,6 +91,7 @@ export async function openPostgresStore(url: string, options: PgOpenOptions = {}
       reads: new PgReadDriver(conn, new PgReads(conn)),
       journal: new PgJournalSource(conn),
       localCommitsInOrder: false,
+      wakes: wakesOf(conn),
       close: () => conn.close(),
     }
   } catch (error) {

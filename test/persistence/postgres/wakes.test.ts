@@ -1,0 +1,37 @@
+/**
+ * Wake-ups between processes sharing one PostgreSQL schema: a commit is announced with
+ * NOTIFY after it commits, so another orchestrator's subscribers and timer loop react at
+ * once instead of at their next poll (here 10 s apart, far longer than the test waits).
+ */
+import { describe, expect, it } from 'vitest'
+import { createOrchestrator, type JournalEntry } from '../../../src/index.js'
+import { sleep, waitFor } from '../../helpers.js'
+import { freshSchema, pgUrl } from '../../postgres-server.js'
+
+describe('PostgreSQL wake-ups', () => {
+  it("another orchestrator's commit reaches a subscriber and a timer loop long before their next poll", async (ctx) => {
+    const schema = await freshSchema(ctx)
+    const watcher = await createOrchestrator({ url: pgUrl, schema, pollMs: 10_000, defaults: { backoffBaseMs: 0, backoffMaxMs: 0 } })
+    const writer = await createOrchestrator({ url: pgUrl, schema, pollMs: 10_000, runTimers: false })
+    ctx.onTestFinished(async () => {
+      await writer.close()
+      await watcher.close()
+    })
+    // The watcher's loops have taken their first look: from now on only a wake-up is sooner than 10 s.
+    await sleep(300)
+    const seen: JournalEntry[] = []
+    const stop = watcher.tasks.subscribe((entry) => seen.push(entry))
+    ctx.onTestFinished(stop)
+
+    const started = Date.now()
+    const task = await writer.tasks.create({ title: 'from another process' })
+    await waitFor(() => seen.some((e) => e.actorId === task.id), 5_000)
+    expect(Date.now() - started).toBeLessThan(5_000)
+
+    // A lease taken elsewhere lapses: the watcher's timer loop, woken by the claim's
+    // announcement, sleeps until the lease is due and reclaims it.
+    await writer.tasks.claimNext({ worker: 'w', leaseMs: 300 })
+    await waitFor(async () => (await watcher.tasks.get(task.id))!.status === 'ready', 5_000)
+    expect(seen.map((e) => e.kind)).toContain('reclaimed')
+  })
+})
