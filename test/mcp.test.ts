@@ -19,6 +19,7 @@ import { ToolListChangedNotificationSchema, type CallToolResult } from '@modelco
 import Database from 'better-sqlite3'
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { createOrchestrator, type Claim, type Orchestrator } from '../src/index.js'
+import { freshSchema, pgUrl } from './postgres-server.js'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const CLI = join(ROOT, 'dist/src/cli/main.js')
@@ -542,5 +543,46 @@ describe('lockstep mcp: exclusive assignees (issue 9)', () => {
     const both = await call('task_claim_next', { worker: 'w', assignee: 'bob', anyAssignee: true })
     expect(both.isError).toBe(true)
     expect(text(both)).toMatch(/^INVALID_INPUT: /)
+  })
+})
+
+describe('lockstep mcp on PostgreSQL', () => {
+  it('serves a schema: idempotency keys live in it, and a call applied just before a SIGKILL is recovered, not repeated', async (ctx) => {
+    const schema = await freshSchema(ctx)
+    const start = async (env: Record<string, string> = {}) => {
+      const transport = new StdioClientTransport({
+        command: process.execPath,
+        args: [CLI, 'mcp', '--db', pgUrl, '--schema', schema],
+        env: { ...(process.env as Record<string, string>), ...env },
+        stderr: 'pipe',
+      })
+      const client = new Client({ name: 'lockstep-test', version: '1.0.0' })
+      await client.connect(transport)
+      cleanups.push(() => client.close().catch(() => {}))
+      return client
+    }
+    const call = async (client: Client, name: string, args: Record<string, unknown>) => (await client.callTool({ name, arguments: args })) as CallToolResult
+
+    const first = await start()
+    const created = await call(first, 'task_create', { title: 'one', idempotencyKey: 'create-1' })
+    const again = await call(first, 'task_create', { title: 'one, retried', idempotencyKey: 'create-1' })
+    expect(json(again).task.id).toBe(json(created).task.id)
+    expect(again._meta).toEqual({ 'lockstep/replayed': true })
+    await first.close()
+
+    // The server dies between applying a completion and recording it; the retry, to a new
+    // server, recognizes the applied completion from the journal and answers with it.
+    const orch = await createOrchestrator({ url: pgUrl, schema })
+    cleanups.push(() => orch.close())
+    const claim = (await orch.tasks.claimNext({ worker: 'mcp' }))!
+    const dying = await start({ LOCKSTEP_MCP_CRASH_AFTER_APPLY: 'task_complete' })
+    await expect(call(dying, 'task_complete', { claim, result: { ok: 1 }, idempotencyKey: 'complete-1' })).rejects.toThrow()
+    expect((await orch.tasks.get(claim.taskId))!.status).toBe('done')
+    const retry = await start()
+    const completed = await call(retry, 'task_complete', { claim, result: { ok: 1 }, idempotencyKey: 'complete-1' })
+    expect(completed.isError).toBeFalsy()
+    expect(json(completed).task).toMatchObject({ id: claim.taskId, status: 'done', result: { ok: 1 } })
+    expect(completed._meta).toEqual({ 'lockstep/replayed': true })
+    expect((await orch.tasks.events({ taskId: claim.taskId })).filter((e) => e.kind === 'completed')).toHaveLength(1)
   })
 })

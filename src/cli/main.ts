@@ -257,7 +257,13 @@ const COMMANDS: Command[] = [
       watch: { type: 'boolean', help: 'hot-reload the tool module (and machine modules) when they change on disk' },
       tools: { type: 'string', arg: 'PATH', help: 'tool module to serve (default: the built-in dist/src/mcp/tools.js)' },
     },
-    parse: (values) => ({ watch: values.watch === true, tools: text(values, 'tools') }),
+    parse: (values) => {
+      const db = text(values, 'db') ?? ''
+      const schema = text(values, 'schema')
+      // On PostgreSQL the call records live in the same schema, through the server's own pool.
+      const postgres = isPostgresUrl(db) ? { url: db, ...(schema === undefined ? {} : { schema }) } : undefined
+      return { watch: values.watch === true, tools: text(values, 'tools'), postgres }
+    },
     async run({ orch }, options) {
       // Loaded on demand: the other commands do not pay for the MCP SDK.
       const { serveStdio } = await import('../mcp/server.js')
@@ -644,16 +650,16 @@ const output = {
 }
 
 /** Open the file, run the command on its parsed input, close the file whatever happens. */
+const isPostgresUrl = (db: string) => /^postgres(ql)?:\/\//i.test(db)
+
 /** Open the store --db names: a SQLite file, or a PostgreSQL URL (and --schema). */
 function openStore(command: Command, values: Values): Promise<Orchestrator> {
   const db = text(values, 'db') ?? './lockstep.db'
   const schema = text(values, 'schema')
-  if (/^postgres(ql)?:\/\//i.test(db)) {
-    if (command.name === 'mcp') {
-      throw new InvalidInputError('lockstep mcp serves SQLite files only, for now (PostgreSQL support is in progress)', { field: 'db' })
-    }
-    // A one-shot command delivers no timers from its own loop (runDueTimers does, for writers).
-    return createOrchestrator({ url: db, runTimers: false, ...(schema === undefined ? {} : { schema }) })
+  if (isPostgresUrl(db)) {
+    // A one-shot command delivers no timers from its own loop (runDueTimers does, for
+    // writers); the MCP server lives long and does.
+    return createOrchestrator({ url: db, runTimers: command.name === 'mcp', ...(schema === undefined ? {} : { schema }) })
   }
   if (schema !== undefined) throw new InvalidInputError('--schema goes with a postgres:// --db', { field: 'schema' })
   if (!command.createsDb && db !== ':memory:' && !existsSync(db)) {

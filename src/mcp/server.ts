@@ -24,6 +24,7 @@ import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js'
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js'
 import { CallToolRequestSchema, type CallToolResult } from '@modelcontextprotocol/sdk/types.js'
 import { z } from 'zod'
+import type { PgConnection } from '../../persistence/postgres/connection.js'
 import { openDatabase, withBusyRetry, writeTransaction, type Db } from '../../persistence/sqlite/connection.js'
 import type { MachineDefinition } from '../core/kernel.js'
 import { InvalidInputError, LockstepError } from '../errors.js'
@@ -52,6 +53,8 @@ export interface McpServeOptions {
   pollMs?: number
   /** Diagnostics (default: stderr; stdout belongs to the protocol). */
   log?: (line: string) => void
+  /** The orchestrator's PostgreSQL store, when it has one (call records live in its schema); else its SQLite file. */
+  postgres?: { url: string; schema?: string }
   /** Test failpoint: SIGKILL this process after applying a call of this tool, before recording it. */
   crashAfterApply?: string
 }
@@ -77,7 +80,10 @@ const IMPORT_TIMEOUT_MS = 10_000
 const CLOSE_GRACE_MS = 5_000
 
 /** `lockstep mcp`: serve on stdio until the client closes stdin, or SIGINT/SIGTERM. */
-export async function serveStdio(orch: Orchestrator, options: { watch?: boolean; tools?: string } = {}): Promise<void> {
+export async function serveStdio(
+  orch: Orchestrator,
+  options: { watch?: boolean; tools?: string; postgres?: { url: string; schema?: string } } = {},
+): Promise<void> {
   const log = (line: string) => process.stderr.write(`[lockstep mcp] ${line}\n`)
   // A long-lived server logs a stray rejection instead of dying with every client call.
   const onRejection = (error: unknown) => log(`unhandled rejection: ${describe(error)}`)
@@ -86,6 +92,7 @@ export async function serveStdio(orch: Orchestrator, options: { watch?: boolean;
     orch,
     watch: options.watch,
     toolsPath: options.tools,
+    postgres: options.postgres,
     log,
     crashAfterApply: process.env.LOCKSTEP_MCP_CRASH_AFTER_APPLY || undefined,
   })
@@ -135,7 +142,9 @@ export async function startMcpServer(options: McpServeOptions): Promise<McpServe
     }),
   }
 
-  const records = await CallRecords.open(orch.path)
+  const records = new CallRecords(
+    options.postgres ? await PgCallRecordTable.open(options.postgres.url, options.postgres.schema) : SqliteCallRecordTable.open(orch.path),
+  )
   const mcp = new McpServer({ name: SERVER_NAME, version: PACKAGE_VERSION }, { capabilities: { tools: { listChanged: true } } })
   const entries = new Map<string, Entry>()
   const inFlight = new Set<Promise<unknown>>()
@@ -318,7 +327,7 @@ export async function startMcpServer(options: McpServeOptions): Promise<McpServe
     // would answer a bad call with "MCP error -32602 ..." instead of a lockstep code.
     mcp.server.setRequestHandler(CallToolRequestSchema, (request) => track(dispatch(request.params.name, request.params.arguments)))
   } catch (error) {
-    records.close()
+    await records.close()
     throw error
   }
 
@@ -367,7 +376,7 @@ export async function startMcpServer(options: McpServeOptions): Promise<McpServe
         clearTimeout(timer)
         await mcp.close().catch(() => {})
         markClosed()
-        records.close()
+        await records.close()
       })()
       return closing
     },
@@ -444,6 +453,73 @@ interface CallHooks {
  */
 class CallRecords {
   private readonly busy = new Map<string, Promise<unknown>>()
+
+  constructor(private readonly table: CallRecordTable) {}
+
+  /** Apply `hooks.apply` for `key` at most once (see above); the answer as a tool result. */
+  async call(key: string, tool: string, hooks: CallHooks): Promise<CallToolResult> {
+    // One call per key at a time in this process: a concurrent retry waits for the first.
+    for (let running = this.busy.get(key); running; running = this.busy.get(key)) await running.catch(() => {})
+    const promise = this.callOnce(key, tool, hooks)
+    this.busy.set(key, promise)
+    try {
+      return await promise
+    } finally {
+      if (this.busy.get(key) === promise) this.busy.delete(key)
+    }
+  }
+
+  private async callOnce(key: string, tool: string, hooks: CallHooks): Promise<CallToolResult> {
+    const begun = await this.table.begin(key, tool)
+    if ('done' in begun) return success(begun.done, true)
+    // Pending: an earlier call with this key started and was never recorded (its server died).
+    const replayed = begun.pending !== null
+    let value: Record<string, unknown> | undefined
+    try {
+      if (begun.pending !== null && hooks.recover) value = await hooks.recover(begun.pending)
+      if (value === undefined) {
+        value = await hooks.apply()
+        hooks.afterApply?.()
+      }
+    } catch (error) {
+      if (isLockstepError(error)) await this.table.forget(key).catch(() => {})
+      throw error
+    }
+    await this.table.record(key, value)
+    return success(value, replayed)
+  }
+
+  close(): Promise<void> {
+    return this.table.close()
+  }
+}
+
+/** Where call records live: a table `mcp_calls` of the orchestrator's own store. */
+interface CallRecordTable {
+  /**
+   * In one transaction: the recorded result of `key`, or (no row yet) a new pending row
+   * holding the journal's current seq and `{ pending: null }`, or the seq a pending row
+   * holds. A key used for another tool is INVALID_INPUT.
+   */
+  begin(key: string, tool: string): Promise<{ done: Record<string, unknown> } | { pending: number | null }>
+  record(key: string, value: Record<string, unknown>): Promise<void>
+  forget(key: string): Promise<void>
+  close(): Promise<void>
+}
+
+type StoredCall = { ok: Record<string, unknown> } | { pending: { journalSeq: number } }
+
+/** What begin() answers for an existing row. */
+function begunFrom(key: string, tool: string, row: { tool: string; result: string }): { done: Record<string, unknown> } | { pending: number } {
+  if (row.tool !== tool) {
+    throw new InvalidInputError(`idempotencyKey ${JSON.stringify(key)} was used for ${row.tool}, not ${tool}`, { field: 'idempotencyKey', tool: row.tool })
+  }
+  const result = JSON.parse(row.result) as StoredCall
+  return 'ok' in result ? { done: result.ok } : { pending: result.pending.journalSeq }
+}
+
+/** The SQLite file's mcp_calls, through this server's own connection. */
+class SqliteCallRecordTable implements CallRecordTable {
   private readonly select
   private readonly insert
   private readonly update
@@ -461,65 +537,78 @@ class CallRecords {
   }
 
   /** Its own connection to the orchestrator's file, whose migrations created mcp_calls. */
-  static async open(path: string): Promise<CallRecords> {
+  static open(path: string): SqliteCallRecordTable {
     const db = openDatabase({ path, busyTimeoutMs: 2_000 })
     if (path === ':memory:') {
       // Another, empty database on this connection: give it the table.
       db.exec('CREATE TABLE mcp_calls (key TEXT PRIMARY KEY, tool TEXT NOT NULL, result TEXT NOT NULL, at INTEGER NOT NULL)')
     }
-    return new CallRecords(db, path === ':memory:')
+    return new SqliteCallRecordTable(db, path === ':memory:')
   }
 
-  /** Apply `hooks.apply` for `key` at most once (see above); the answer as a tool result. */
-  async call(key: string, tool: string, hooks: CallHooks): Promise<CallToolResult> {
-    // One call per key at a time in this process: a concurrent retry waits for the first.
-    for (let running = this.busy.get(key); running; running = this.busy.get(key)) await running.catch(() => {})
-    const promise = this.callOnce(key, tool, hooks)
-    this.busy.set(key, promise)
-    try {
-      return await promise
-    } finally {
-      if (this.busy.get(key) === promise) this.busy.delete(key)
-    }
-  }
-
-  private async callOnce(key: string, tool: string, hooks: CallHooks): Promise<CallToolResult> {
-    const begun = await writeTransaction(this.db, () => this.begin(key, tool))
-    if ('done' in begun) return success(begun.done, true)
-    // Pending: an earlier call with this key started and was never recorded (its server died).
-    const replayed = begun.pending !== null
-    let value: Record<string, unknown> | undefined
-    try {
-      if (begun.pending !== null && hooks.recover) value = await hooks.recover(begun.pending)
-      if (value === undefined) {
-        value = await hooks.apply()
-        hooks.afterApply?.()
-      }
-    } catch (error) {
-      if (isLockstepError(error)) await withBusyRetry(() => this.remove.run(key)).catch(() => {})
-      throw error
-    }
-    const recorded = value
-    await withBusyRetry(() => this.update.run(JSON.stringify({ ok: recorded }), Date.now(), key))
-    return success(value, replayed)
-  }
-
-  /** Inside the IMMEDIATE transaction: the recorded result, or the seq to recover from. */
-  private begin(key: string, tool: string): { done: Record<string, unknown> } | { pending: number | null } {
-    const row = this.select.get(key) as { tool: string; result: string } | undefined
-    if (!row) {
+  begin(key: string, tool: string) {
+    // Inside one IMMEDIATE transaction: read the row, or insert the pending one.
+    return writeTransaction(this.db, () => {
+      const row = this.select.get(key) as { tool: string; result: string } | undefined
+      if (row) return begunFrom(key, tool, row)
       this.insert.run(key, tool, JSON.stringify({ pending: { journalSeq: this.journalSeq() } }), Date.now())
       return { pending: null }
-    }
-    if (row.tool !== tool) {
-      throw new InvalidInputError(`idempotencyKey ${JSON.stringify(key)} was used for ${row.tool}, not ${tool}`, { field: 'idempotencyKey', tool: row.tool })
-    }
-    const result = JSON.parse(row.result) as { ok: Record<string, unknown> } | { pending: { journalSeq: number } }
-    return 'ok' in result ? { done: result.ok } : { pending: result.pending.journalSeq }
+    })
   }
 
-  close(): void {
+  async record(key: string, value: Record<string, unknown>): Promise<void> {
+    await withBusyRetry(() => this.update.run(JSON.stringify({ ok: value }), Date.now(), key))
+  }
+
+  async forget(key: string): Promise<void> {
+    await withBusyRetry(() => this.remove.run(key))
+  }
+
+  async close(): Promise<void> {
     this.db.close()
+  }
+}
+
+/** A PostgreSQL schema's mcp_calls, through a pool of this server's own. */
+class PgCallRecordTable implements CallRecordTable {
+  private constructor(private readonly conn: PgConnection) {}
+
+  static async open(url: string, schema: string | undefined): Promise<PgCallRecordTable> {
+    const { openPostgres } = await import('../../persistence/postgres/open.js')
+    return new PgCallRecordTable(await openPostgres(url, { schema, pool: { max: 2 } }))
+  }
+
+  private get calls(): string {
+    return this.conn.schema.table('mcp_calls')
+  }
+
+  async begin(key: string, tool: string) {
+    const { withTransaction } = await import('../../persistence/postgres/connection.js')
+    return withTransaction(this.conn, async (tx) => {
+      // The row is created if missing (a racing server's insert waits for ours), else read under a lock.
+      // The journal's highest seq is the recovery point: this call's effect gets a higher one.
+      const inserted = await tx.query(
+        `INSERT INTO ${this.calls} (key, tool, result, at)
+         VALUES ($1, $2, json_build_object('pending', json_build_object('journalSeq', (SELECT COALESCE(MAX(seq), 0) FROM ${this.conn.schema.table('journal')})))::text, $3)
+         ON CONFLICT (key) DO NOTHING RETURNING key`,
+        [key, tool, tx.now],
+      )
+      if (inserted.rows.length === 1) return { pending: null }
+      const row = (await tx.query<{ tool: string; result: string }>(`SELECT tool, result FROM ${this.calls} WHERE key = $1 FOR UPDATE`, [key])).rows[0]!
+      return begunFrom(key, tool, row)
+    })
+  }
+
+  async record(key: string, value: Record<string, unknown>): Promise<void> {
+    await this.conn.pool.query(`UPDATE ${this.calls} SET result = $1, at = $2 WHERE key = $3`, [JSON.stringify({ ok: value }), Date.now(), key])
+  }
+
+  async forget(key: string): Promise<void> {
+    await this.conn.pool.query(`DELETE FROM ${this.calls} WHERE key = $1`, [key])
+  }
+
+  close(): Promise<void> {
+    return this.conn.close()
   }
 }
 
