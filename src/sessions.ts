@@ -40,98 +40,35 @@ import {
 } from './errors.js'
 import { newId } from './ids.js'
 import type { JournalFeed } from './journal-feed.js'
-import type { JournalEntry, Json, Unsubscribe } from './types.js'
+import type {
+  Attribution,
+  JournalEntry,
+  Json,
+  OpenSessionInput,
+  ReportResult,
+  RunInput,
+  RunResult,
+  Session,
+  SessionAdapter,
+  SessionsApi,
+  Unsubscribe,
+} from './types.js'
 import * as v from './validate.js'
 
 export type { Attempt, ModelError, Notice, SessionPolicy }
 
-/** How the machine's decisions reach the host. Called after commit, in the committing process. */
-export interface SessionAdapter {
-  /** Send `message` to `model` (a fallback's replay keeps the message id). */
-  prompt(sessionId: string, model: string, message: unknown, info: { generation: number; messageId: string }): void | Promise<void>
-  /** Stop the request in flight (the session marks this as its own abort). */
-  abort(sessionId: string, info: { generation: number; model: string }): void | Promise<void>
-  notify?(sessionId: string, notice: Notice): void
-}
-
-export interface ModelStatus {
-  model: string
-  current: boolean
-  /** Cooling down until then (ms since the epoch), or null. */
-  coolingUntil: number | null
-  reason: string | null
-}
-
-export interface Session {
-  id: string
-  agent: string | null
-  /** idle | active | exhausted | archived (idle past its TTL; the next prompt reopens it) | deleted */
-  status: string
-  /** The machine state, e.g. `active.awaitingFirstToken`. */
-  state: string
-  model: string
-  models: ModelStatus[]
-  generation: number
-  /** Fallback switches made for the current prompt. */
-  attempts: number
-  messageId: string | null
-  /** Every dispatch of the current prompt and how it ended. */
-  log: Attempt[]
-  lastFailure: string | null
-  approvals: Array<{ tool: string; once: boolean; at: number }>
-  createdAt: number
-  updatedAt: number
-}
-
-export interface OpenSessionInput {
-  agent?: string | null
-  /** The chain, primary first. */
-  models: string[]
-  config?: Partial<SessionPolicy>
-}
-
-/** What a report did: `kinds` is empty when the machine did not accept it. */
-export interface ReportResult {
-  accepted: boolean
-  kinds: string[]
-  /** Why the machine refused the report (no transition); null when it was accepted. */
-  reason: string | null
-  session: Session
-}
-
-export interface Attribution {
-  /** The dispatch generation the report is about, when the host knows it. */
-  generation?: number | null
-  /** The model the report is about, when the host knows it. */
-  model?: string | null
-}
-
-export interface CallContext {
-  model: string
-  message: unknown
-  signal: AbortSignal
-  /** Call on every token (or at least the first): it cancels the first-token timeout. */
-  onToken(): void
-  generation: number
-  attempt: number
-}
-
-export interface RunInput {
-  agent?: string | null
-  models: string[]
-  config?: Partial<SessionPolicy>
-  message: { id?: string } & Record<string, unknown>
-  call(context: CallContext): Promise<unknown>
-  /** Fallback/exhausted notices while it runs. */
-  onNotice?(notice: Notice): void
-}
-
-export interface RunResult {
-  output: unknown
-  model: string
-  generation: number
-  attempts: Attempt[]
-}
+export type {
+  Attribution,
+  CallContext,
+  ModelStatus,
+  OpenSessionInput,
+  ReportResult,
+  RunInput,
+  RunResult,
+  Session,
+  SessionAdapter,
+  SessionsApi,
+} from './types.js'
 
 const MAX_MODELS = 50
 /**
@@ -147,7 +84,7 @@ const RUN_KEYS = [...OPEN_KEYS, 'message', 'call', 'onNotice'] as const
 const ATTRIBUTION_KEYS = ['generation', 'model'] as const
 export const SESSION_STATUSES = ['idle', 'active', 'exhausted', 'archived', 'deleted'] as const
 
-export class Sessions {
+export class Sessions implements SessionsApi {
   private adapter: SessionAdapter | null = null
   private readonly runs = new Map<string, RunDriver>()
 

@@ -2,7 +2,12 @@
  * The public interfaces of lockstep. Every method returns a Promise so that a networked
  * store can implement the same interfaces; the SQLite store runs synchronous
  * transactions underneath.
+ *
+ * A leaf: it imports types only from the pure machines and from xstate, never from the
+ * runtime or the stores, so every module can import it without an import circle.
  */
+import type { AnyStateMachine } from 'xstate'
+import type { Attempt, ModelError, Notice, SessionPolicy } from '../machines/session.js'
 import type { RunOutcome, TaskStatus } from '../machines/task.js'
 
 export type { RunOutcome, TaskStatus }
@@ -215,10 +220,251 @@ export interface TaskBoard {
    */
   subscribe(listener: (entry: JournalEntry) => void, options?: SubscribeOptions): Unsubscribe
   /** Start a worker pool that claims and runs matching tasks until stopped. */
-  work(options: import('./worker-pool.js').WorkOptions): import('./worker-pool.js').WorkerPool
+  work(options: WorkOptions): WorkerPool
 }
 
-export type { HandlerContext, HandlerResult, TaskHandler, WorkerPool, WorkOptions } from './worker-pool.js'
+// ---- worker pools ----
+
+export interface HandlerContext {
+  /** Aborted when the lease is lost, the task is cancelled or blocked, the handler times out, or the pool stops. `signal.reason` says which. */
+  signal: AbortSignal
+  /** Extend the lease now (the pool also heartbeats by itself every `heartbeatMs`). */
+  heartbeat(): Promise<Claim>
+  runId: string
+  /** 1 for the first claim, 2 for the first retry, ... */
+  attempt: number
+  claim: Claim
+}
+
+/**
+ * What a handler returns: nothing, or `{ result?, summary?, metadata? }`. Throwing fails
+ * the run instead; a value the board refuses fails it without retry (RESULT_REFUSED).
+ */
+export type HandlerResult = CompleteInput | void | undefined
+
+export type TaskHandler = (task: Task, context: HandlerContext) => Promise<HandlerResult>
+
+export interface WorkOptions {
+  /** This pool's worker name, recorded on every claim and run. */
+  worker: string
+  /**
+   * Claim this assignee's tasks only. Without it the pool takes unassigned tasks only
+   * (assignees are exclusive), unless `anyAssignee`.
+   */
+  assignee?: string
+  /** Claim tasks of every assignee and unassigned ones (cannot be combined with `assignee`). */
+  anyAssignee?: boolean
+  /** Claim only this tenant's tasks. */
+  tenant?: string
+  /** Handlers running at once (default 1). */
+  concurrency?: number
+  /** Lease per claim (default: the orchestrator's defaults.leaseMs). */
+  leaseMs?: number
+  /** Automatic heartbeat period (default leaseMs / 3). */
+  heartbeatMs?: number
+  /** Abort and fail a handler that runs longer (default: no limit). */
+  timeoutMs?: number
+  /** How long stop() waits for running handlers before aborting and releasing them (default 30 s). */
+  stopTimeoutMs?: number
+  /** Safety poll for ready tasks when no journal entry woke the pool (default 1 s). */
+  idlePollMs?: number
+  handler: TaskHandler
+  /** Unexpected errors (store errors while claiming, heartbeating, completing). Default: console.error. */
+  onError?: (error: unknown) => void
+}
+
+export interface WorkerPool {
+  readonly worker: string
+  /** Handlers running now. */
+  readonly active: number
+  /**
+   * Stop claiming, let running handlers finish for up to `timeoutMs` (default
+   * `stopTimeoutMs`), then abort what is left and release its claims so the tasks are
+   * `ready` again at once. Resolves when done; idempotent.
+   */
+  stop(options?: StopOptions): Promise<void>
+}
+
+export interface StopOptions {
+  /** How long to wait for running handlers (default: the pool's stopTimeoutMs). */
+  timeoutMs?: number
+}
+
+// ---- machine definitions (reload) ----
+
+/** A persisted XState snapshot as JSON sees it. */
+export type PersistedSnapshot = { value: unknown; context: Record<string, unknown>; [key: string]: unknown }
+export type SnapshotMigration = (snapshot: PersistedSnapshot) => PersistedSnapshot
+
+/** What a reload swaps in for one actor kind. */
+export interface MachineDefinition {
+  machine: AnyStateMachine
+  version: number
+  migrations?: Readonly<Record<number, SnapshotMigration>>
+}
+
+// ---- sessions ----
+
+/** How the machine's decisions reach the host. Called after commit, in the committing process. */
+export interface SessionAdapter {
+  /** Send `message` to `model` (a fallback's replay keeps the message id). */
+  prompt(sessionId: string, model: string, message: unknown, info: { generation: number; messageId: string }): void | Promise<void>
+  /** Stop the request in flight (the session marks this as its own abort). */
+  abort(sessionId: string, info: { generation: number; model: string }): void | Promise<void>
+  notify?(sessionId: string, notice: Notice): void
+}
+
+export interface ModelStatus {
+  model: string
+  current: boolean
+  /** Cooling down until then (ms since the epoch), or null. */
+  coolingUntil: number | null
+  reason: string | null
+}
+
+export interface Session {
+  id: string
+  agent: string | null
+  /** idle | active | exhausted | archived (idle past its TTL; the next prompt reopens it) | deleted */
+  status: string
+  /** The machine state, e.g. `active.awaitingFirstToken`. */
+  state: string
+  model: string
+  models: ModelStatus[]
+  generation: number
+  /** Fallback switches made for the current prompt. */
+  attempts: number
+  messageId: string | null
+  /** Every dispatch of the current prompt and how it ended. */
+  log: Attempt[]
+  lastFailure: string | null
+  approvals: Array<{ tool: string; once: boolean; at: number }>
+  createdAt: number
+  updatedAt: number
+}
+
+export interface OpenSessionInput {
+  agent?: string | null
+  /** The chain, primary first. */
+  models: string[]
+  config?: Partial<SessionPolicy>
+}
+
+/** What a report did: `kinds` is empty when the machine did not accept it. */
+export interface ReportResult {
+  accepted: boolean
+  kinds: string[]
+  /** Why the machine refused the report (no transition); null when it was accepted. */
+  reason: string | null
+  session: Session
+}
+
+export interface Attribution {
+  /** The dispatch generation the report is about, when the host knows it. */
+  generation?: number | null
+  /** The model the report is about, when the host knows it. */
+  model?: string | null
+}
+
+export interface CallContext {
+  model: string
+  message: unknown
+  signal: AbortSignal
+  /** Call on every token (or at least the first): it cancels the first-token timeout. */
+  onToken(): void
+  generation: number
+  attempt: number
+}
+
+export interface RunInput {
+  agent?: string | null
+  models: string[]
+  config?: Partial<SessionPolicy>
+  message: { id?: string } & Record<string, unknown>
+  call(context: CallContext): Promise<unknown>
+  /** Fallback/exhausted notices while it runs. */
+  onNotice?(notice: Notice): void
+}
+
+export interface RunResult {
+  output: unknown
+  model: string
+  generation: number
+  attempts: Attempt[]
+}
+
+/** The sessions API (`orch.sessions`). */
+export interface SessionsApi {
+  /** Set (or clear) the host adapter. */
+  setAdapter(adapter: SessionAdapter | null): void
+  /** Open a session, or update its chain/agent/config if it exists. */
+  open(id: string, input: OpenSessionInput): Promise<Session>
+  get(id: string): Promise<Session | null>
+  list(filter?: { status?: string; limit?: number }): Promise<Session[]>
+  /** A new message. With `model`, the host already sent it there; without, the session dispatches it (adapter.prompt). */
+  prompt(id: string, input: { message: unknown; messageId?: string; model?: string | null }): Promise<ReportResult>
+  token(id: string, input?: Attribution): Promise<ReportResult>
+  /** A model error as the host saw it: HTTP status, name, message, code, Retry-After. */
+  error(id: string, input: Attribution & { error: ModelError | Error | string }): Promise<ReportResult>
+  aborted(id: string, input?: Attribution): Promise<ReportResult>
+  idle(id: string, input?: Attribution): Promise<ReportResult>
+  modelSelected(id: string, model: string): Promise<ReportResult>
+  deleted(id: string): Promise<ReportResult>
+  approve(id: string, tool: string, options?: { once?: boolean }): Promise<Session>
+  revoke(id: string, tool: string): Promise<Session>
+  /** Is `tool` approved? A `once` approval is consumed by the call that returns true, exactly once. */
+  authorize(id: string, tool: string): Promise<boolean>
+  events(query?: { sessionId?: string; after?: number; limit?: number }): Promise<JournalEntry[]>
+  subscribe(listener: (entry: JournalEntry) => void, options?: { sessionId?: string; after?: number }): Unsubscribe
+  /**
+   * Call the session's current model with `message`, falling back along the chain on a
+   * retryable failure; resolves with the answer (CHAIN_EXHAUSTED, MODEL_CALL_FAILED otherwise).
+   */
+  run(id: string, input: RunInput): Promise<RunResult>
+}
+
+// ---- the inspector ----
+
+export interface InspectorOptions {
+  /** TCP port (default 4600; 0 picks a free one). */
+  port?: number
+  /** Interface to bind (default 127.0.0.1). Anything but loopback requires `token`. */
+  host?: string
+  /** Shared secret: every request must carry it as `?token=` or `Authorization: Bearer`. */
+  token?: string
+  /** How often the file is checked for commits of any process (default 100 ms). */
+  pollMs?: number
+  /**
+   * Machine definitions to draw and replay, by machine id, if the orchestrator was reloaded
+   * with others than the built-in `lockstep.task` / `lockstep.session`.
+   */
+  machines?: Record<string, { machine: AnyStateMachine; version: number }>
+  /**
+   * Also stream actors and their events to Stately's inspector tools: `{ url }` connects
+   * `createWebSocketInspector` of the optional package `@statelyai/inspect` (install it
+   * yourself) to e.g. `ws://localhost:8080` (its `createInspectorServer`); `{ inspector }`
+   * takes any inspector you built with that package (`createSkyInspector`, ...). Actors
+   * appear when they next change; each committed step sends one event and one snapshot.
+   */
+  stately?: { url: string } | { inspector: StatelyInspectorLike }
+}
+
+/** The part of an `@statelyai/inspect` inspector the bridge uses. */
+export interface StatelyInspectorLike {
+  actor(actor: unknown, snapshot?: Record<string, unknown>, info?: Record<string, unknown>): void
+  event(actor: unknown, event: Record<string, unknown>, info?: Record<string, unknown>): void
+  snapshot(actor: unknown, snapshot: Record<string, unknown>, info?: Record<string, unknown>): void
+  stop?(): void
+}
+
+export interface Inspector {
+  /** The page's address (with `?token=` when a token is set). */
+  url: string
+  port: number
+  host: string
+  /** Stop serving: ends every event stream and closes the read-only connection. Idempotent. */
+  close(): Promise<void>
+}
 
 export interface TaskDefaults {
   leaseMs: number
@@ -278,14 +524,14 @@ export interface OrchestratorOptions {
   /** Deliver durable timers (leases, retries) from this orchestrator (default true). */
   runTimers?: boolean
   /** How session decisions (dispatch, abort, notify) reach the host; also orch.sessions.setAdapter(). */
-  sessionAdapter?: import('./sessions.js').SessionAdapter
+  sessionAdapter?: SessionAdapter
 }
 
 export interface ReloadOptions {
   /** New machine definitions; persisted snapshots of older versions are migrated. */
   machines?: {
-    task?: import('./core/kernel.js').MachineDefinition
-    session?: import('./core/kernel.js').MachineDefinition
+    task?: MachineDefinition
+    session?: MachineDefinition
   }
 }
 
@@ -298,7 +544,7 @@ export interface Orchestrator {
   /** Opened with `readOnly: true`: reads and subscriptions work, writes fail with READ_ONLY. */
   readonly readOnly: boolean
   readonly tasks: TaskBoard
-  readonly sessions: import('./sessions.js').Sessions
+  readonly sessions: SessionsApi
   /** Deliver due timers now instead of waiting for the loop (tests, scripts). */
   runDueTimers(): Promise<number>
   /**
@@ -308,7 +554,7 @@ export interface Orchestrator {
    */
   reload(options?: ReloadOptions): Promise<ReloadResult>
   /** Serve the visual state inspector for this file on 127.0.0.1 (see README: Inspector). */
-  inspect(options?: import('./inspector/server.js').InspectorOptions): Promise<import('./inspector/server.js').Inspector>
+  inspect(options?: InspectorOptions): Promise<Inspector>
   /** Run `fn` with intake paused the same way (e.g. to swap request handlers atomically). Do not call this orchestrator from inside `fn`. */
   barrier<T>(fn: () => Promise<T> | T): Promise<T>
   /** Stop background loops and close the database. Idempotent. */

@@ -23,73 +23,22 @@ import {
   TaskCancelledError,
   WorkerStoppedError,
 } from './errors.js'
-import { MAX_ERROR_LENGTH, type Claim, type CompleteInput, type JournalEntry, type Task, type TaskBoard } from './types.js'
+import {
+  MAX_ERROR_LENGTH,
+  type Claim,
+  type CompleteInput,
+  type HandlerResult,
+  type JournalEntry,
+  type StopOptions,
+  type Task,
+  type TaskBoard,
+  type TaskHandler,
+  type WorkerPool,
+  type WorkOptions,
+} from './types.js'
 import * as v from './validate.js'
 
-export interface HandlerContext {
-  /** Aborted when the lease is lost, the task is cancelled or blocked, the handler times out, or the pool stops. `signal.reason` says which. */
-  signal: AbortSignal
-  /** Extend the lease now (the pool also heartbeats by itself every `heartbeatMs`). */
-  heartbeat(): Promise<Claim>
-  runId: string
-  /** 1 for the first claim, 2 for the first retry, ... */
-  attempt: number
-  claim: Claim
-}
-
-/**
- * What a handler returns: nothing, or `{ result?, summary?, metadata? }`. Throwing fails
- * the run instead; a value the board refuses fails it without retry (RESULT_REFUSED).
- */
-export type HandlerResult = CompleteInput | void | undefined
-
-export type TaskHandler = (task: Task, context: HandlerContext) => Promise<HandlerResult>
-
-export interface WorkOptions {
-  /** This pool's worker name, recorded on every claim and run. */
-  worker: string
-  /**
-   * Claim this assignee's tasks only. Without it the pool takes unassigned tasks only
-   * (assignees are exclusive), unless `anyAssignee`.
-   */
-  assignee?: string
-  /** Claim tasks of every assignee and unassigned ones (cannot be combined with `assignee`). */
-  anyAssignee?: boolean
-  /** Claim only this tenant's tasks. */
-  tenant?: string
-  /** Handlers running at once (default 1). */
-  concurrency?: number
-  /** Lease per claim (default: the orchestrator's defaults.leaseMs). */
-  leaseMs?: number
-  /** Automatic heartbeat period (default leaseMs / 3). */
-  heartbeatMs?: number
-  /** Abort and fail a handler that runs longer (default: no limit). */
-  timeoutMs?: number
-  /** How long stop() waits for running handlers before aborting and releasing them (default 30 s). */
-  stopTimeoutMs?: number
-  /** Safety poll for ready tasks when no journal entry woke the pool (default 1 s). */
-  idlePollMs?: number
-  handler: TaskHandler
-  /** Unexpected errors (store errors while claiming, heartbeating, completing). Default: console.error. */
-  onError?: (error: unknown) => void
-}
-
-export interface WorkerPool {
-  readonly worker: string
-  /** Handlers running now. */
-  readonly active: number
-  /**
-   * Stop claiming, let running handlers finish for up to `timeoutMs` (default
-   * `stopTimeoutMs`), then abort what is left and release its claims so the tasks are
-   * `ready` again at once. Resolves when done; idempotent.
-   */
-  stop(options?: StopOptions): Promise<void>
-}
-
-export interface StopOptions {
-  /** How long to wait for running handlers (default: the pool's stopTimeoutMs). */
-  timeoutMs?: number
-}
+export type { HandlerContext, HandlerResult, StopOptions, TaskHandler, WorkerPool, WorkOptions } from './types.js'
 
 /** The keys each options object accepts; any other key is INVALID_INPUT naming it. */
 const WORK_KEYS = [

@@ -161,10 +161,16 @@ export async function openPool(url: unknown, options: PgOpenOptions = {}): Promi
   pool.on('error', () => {})
   try {
     const client = await pool.connect()
+    // A checked-out client has no listener of the pool's: one whose backend is terminated
+    // during this probe would otherwise emit an unhandled 'error' and end the process.
+    let lost: unknown = null
+    const onError = (error: unknown) => void (lost ??= error)
+    client.on('error', onError)
     try {
       await client.query('SELECT 1')
     } finally {
-      client.release()
+      client.off('error', onError)
+      client.release((lost as Error | null) ?? undefined)
     }
   } catch (error) {
     await pool.end().catch(() => {})

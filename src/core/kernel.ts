@@ -15,7 +15,7 @@
 import { createActor, type AnyActorScope, type AnyMachineSnapshot, type AnyStateMachine } from 'xstate'
 import type { ActorRow, ActorWrite, Awaitable, JournalWrite, TimerChange } from '../../persistence/store.js'
 import { SnapshotIncompatibleError } from '../errors.js'
-import type { JournalEntry } from '../types.js'
+import type { JournalEntry, MachineDefinition, PersistedSnapshot, SnapshotMigration } from '../types.js'
 import { io, type Io } from './io.js'
 
 /** An executable action as XState hands it to the action executor: data, never run. */
@@ -30,16 +30,7 @@ export interface StepEvent {
   [key: string]: unknown
 }
 
-/** A persisted XState snapshot as JSON sees it. */
-export type PersistedSnapshot = { value: unknown; context: Record<string, unknown>; [key: string]: unknown }
-export type SnapshotMigration = (snapshot: PersistedSnapshot) => PersistedSnapshot
-
-/** What a reload swaps in for one actor kind. */
-export interface MachineDefinition {
-  machine: AnyStateMachine
-  version: number
-  migrations?: Readonly<Record<number, SnapshotMigration>>
-}
+export type { MachineDefinition, PersistedSnapshot, SnapshotMigration } from '../types.js'
 
 /** One accepted step as the durable-action handlers and projections see it. */
 export interface StepInfo {

@@ -26,52 +26,13 @@ import { isBusyError } from '../../persistence/sqlite/connection.js'
 import { InvalidInputError, LockstepError } from '../errors.js'
 import { toSession } from '../sessions.js'
 import { toRun, toTask } from '../task-board.js'
-import type { Orchestrator } from '../types.js'
+import type { Inspector, InspectorOptions, Orchestrator, StatelyInspectorLike } from '../types.js'
 import { requireOptions, requireRecord } from '../validate.js'
 import { publicContext, replayActor, ReplayCache, type Replay } from './replay.js'
 import { statechartOf, takenTransition, type Statechart } from './statechart.js'
 import { InspectorStore, type JournalRowLite, type TaskRowFull } from './store.js'
 
-export interface InspectorOptions {
-  /** TCP port (default 4600; 0 picks a free one). */
-  port?: number
-  /** Interface to bind (default 127.0.0.1). Anything but loopback requires `token`. */
-  host?: string
-  /** Shared secret: every request must carry it as `?token=` or `Authorization: Bearer`. */
-  token?: string
-  /** How often the file is checked for commits of any process (default 100 ms). */
-  pollMs?: number
-  /**
-   * Machine definitions to draw and replay, by machine id, if the orchestrator was reloaded
-   * with others than the built-in `lockstep.task` / `lockstep.session`.
-   */
-  machines?: Record<string, { machine: AnyStateMachine; version: number }>
-  /**
-   * Also stream actors and their events to Stately's inspector tools: `{ url }` connects
-   * `createWebSocketInspector` of the optional package `@statelyai/inspect` (install it
-   * yourself) to e.g. `ws://localhost:8080` (its `createInspectorServer`); `{ inspector }`
-   * takes any inspector you built with that package (`createSkyInspector`, ...). Actors
-   * appear when they next change; each committed step sends one event and one snapshot.
-   */
-  stately?: { url: string } | { inspector: StatelyInspectorLike }
-}
-
-/** The part of an `@statelyai/inspect` inspector the bridge uses. */
-export interface StatelyInspectorLike {
-  actor(actor: unknown, snapshot?: Record<string, unknown>, info?: Record<string, unknown>): void
-  event(actor: unknown, event: Record<string, unknown>, info?: Record<string, unknown>): void
-  snapshot(actor: unknown, snapshot: Record<string, unknown>, info?: Record<string, unknown>): void
-  stop?(): void
-}
-
-export interface Inspector {
-  /** The page's address (with `?token=` when a token is set). */
-  url: string
-  port: number
-  host: string
-  /** Stop serving: ends every event stream and closes the read-only connection. Idempotent. */
-  close(): Promise<void>
-}
+export type { Inspector, InspectorOptions, StatelyInspectorLike } from '../types.js'
 
 export const DEFAULT_INSPECTOR_PORT = 4600
 /** Every key InspectorOptions has: any other is refused (INVALID_INPUT naming it). */

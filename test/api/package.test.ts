@@ -1,6 +1,6 @@
 /** The built package as a user imports it: `import { createOrchestrator } from 'lockstep'`. */
 import { execFileSync, spawnSync } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { tempDbPath } from '../helpers.js'
@@ -47,5 +47,13 @@ describe('package', () => {
       env,
     })
     expect(rc.stdout.trim()).toBe('true')
+  })
+
+  it('the public types are a leaf: src/types.ts imports types from the pure machines and xstate only', () => {
+    const imports = (file: string) =>
+      [...readFileSync(join(root, file), 'utf8').matchAll(/(?:^|\n)\s*(?:import|export)[^'"\n]*from\s+'([^']+)'|import\('([^']+)'\)/g)].map((m) => m[1] ?? m[2])
+    expect(imports('src/types.ts').sort()).toEqual(['../machines/session.js', '../machines/task.js', 'xstate'])
+    // The store boundary names the public types and the machines, never the runtime.
+    for (const from of imports('persistence/store.ts')) expect(from).toMatch(/^\.\.\/(machines\/|src\/types\.js$)/)
   })
 })
