@@ -1,10 +1,11 @@
 // Seed 002's claimer: repeatedly claims a random ready task, and checks at once (before
 // completing) that every parent of what it claimed is done.
-// usage: node gate-claimer.mjs <db> <worker> <stopAfterIdleMs>
-import { createOrchestrator } from '../../dist/src/index.js'
+// usage: node gate-claimer.mjs <store> <worker> <stopAfterIdleMs>
+// (<store>: a SQLite path or "postgres://...|<schema>", see open-store.mjs)
+import { openStore } from './open-store.mjs'
 
-const [db, worker, idleMs = '1500'] = process.argv.slice(2)
-const orch = await createOrchestrator({ path: db, pollMs: 20 })
+const [store, worker, idleMs = '1500'] = process.argv.slice(2)
+const orch = await openStore(store, { pollMs: 20 })
 const out = { worker, claimed: 0, nulls: 0, violations: [], errors: [] }
 let lastActivity = Date.now()
 while (Date.now() - lastActivity < Number(idleMs)) {

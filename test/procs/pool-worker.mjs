@@ -1,11 +1,12 @@
 // A worker-pool process for the chaos test: runs `orch.tasks.work` until every task of
 // the board is done (or it is killed). Prints a heartbeat line per completed handler so
 // the parent can kill it mid-run.
-// usage: node pool-worker.mjs <db> <worker> <concurrency> <leaseMs>
-import { createOrchestrator } from '../../dist/src/index.js'
+// usage: node pool-worker.mjs <store> <worker> <concurrency> <leaseMs> [deadlineMs]
+// (<store>: a SQLite path or "postgres://...|<schema>", see open-store.mjs)
+import { openStore } from './open-store.mjs'
 
-const [db, worker, concurrency, leaseMs] = process.argv.slice(2)
-const orch = await createOrchestrator({ path: db, pollMs: 20 })
+const [store, worker, concurrency, leaseMs, deadlineMs = '100000'] = process.argv.slice(2)
+const orch = await openStore(store, { pollMs: 20 })
 let handled = 0
 const pool = orch.tasks.work({
   worker,
@@ -21,7 +22,7 @@ const pool = orch.tasks.work({
     return { result: { by: worker }, summary: task.title }
   },
 })
-const deadline = Date.now() + 100_000
+const deadline = Date.now() + Number(deadlineMs)
 for (;;) {
   const open = (await orch.tasks.list({ status: 'todo', limit: 1 })).length + (await orch.tasks.list({ status: 'ready', limit: 1 })).length + (await orch.tasks.list({ status: 'running', limit: 1 })).length
   if (open === 0 || Date.now() > deadline) break
