@@ -256,6 +256,7 @@ export interface JournalSource {
 /** The operations available inside a write transaction. */
 export interface StepStore {
   // ---- actors (any family) ----
+  /** The actor's row, locked until commit against other writers (PostgreSQL: FOR NO KEY UPDATE). */
   loadActor(at: ActorTable, id: string): Awaitable<ActorRow | undefined>
   loadSnapshot(at: ActorTable, id: string): Awaitable<string>
   /**
@@ -293,8 +294,16 @@ export interface StepStore {
   deleteLink(parentId: string, childId: string): Awaitable<void>
   /** Is `ancestor` reachable from `taskId` by walking parent links upward? */
   isAncestor(ancestor: string, taskId: string): Awaitable<boolean>
-  parentRows(childId: string): Awaitable<ParentRow[]>
-  parentRow(id: string): Awaitable<ParentRow | undefined>
+  /**
+   * The parents of a task, and one task as a parent. With `lock`, the rows are locked
+   * against a concurrent completion until commit (PostgreSQL: FOR SHARE): a step that adds
+   * links reads its new parents so, because a completing parent cannot see an uncommitted
+   * link to promote through. Every step also holds its own actor's row from loadActor on,
+   * so two parents completing at once serialize at their child. (SQLite: one writer at a
+   * time already; nothing to lock.)
+   */
+  parentRows(childId: string, lock: boolean): Awaitable<ParentRow[]>
+  parentRow(id: string, lock: boolean): Awaitable<ParentRow | undefined>
   childIds(parentId: string): Awaitable<string[]>
   /** Ready tasks the filter admits, in claim order (highest priority, then oldest). */
   readyCandidates(filter: ReadyFilter, limit: number): Awaitable<string[]>

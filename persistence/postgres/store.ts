@@ -124,7 +124,12 @@ export class PgStatements {
                      UNION SELECT l.parent_id FROM ${t('task_links')} l JOIN up ON l.child_id = up.id
                    ) SELECT 1 FROM up WHERE id = $2 LIMIT 1`,
       parentRows: `SELECT p.id, p.status, p.completed_at FROM ${t('task_links')} l JOIN ${t('tasks')} p ON p.id = l.parent_id WHERE l.child_id = $1`,
+      // A link's new parents are share-locked: their completion (an UPDATE) waits for this
+      // commit, or this read waits for it and then sees it done.
+      parentRowsLocked: `SELECT p.id, p.status, p.completed_at FROM ${t('task_links')} l JOIN ${t('tasks')} p ON p.id = l.parent_id
+                         WHERE l.child_id = $1 FOR SHARE OF p`,
       parentRow: `SELECT id, status, completed_at FROM ${t('tasks')} WHERE id = $1`,
+      parentRowLocked: `SELECT id, status, completed_at FROM ${t('tasks')} WHERE id = $1 FOR SHARE`,
       childIds: `SELECT child_id FROM ${t('task_links')} WHERE parent_id = $1`,
       // The snapshot is TEXT (as on SQLite): the token is read from its JSON.
       claimByKey: `SELECT r.task_id, r.id AS run_id, r.worker, r.attempt, t.lease_expires_at,
@@ -150,15 +155,12 @@ export class PgStatements {
       sql = {
         // The snapshot comes along: a restore that misses the kernel's cache would otherwise
         // cost a second round trip, and the row's bytes are on hand anyway.
-        row:
-          at.table === 'tasks'
-            ? // A task's step reads its parents' facts right after loading it (task-kind.ts):
-              // they come along, saving a round trip per step (see PgStore.parentRows).
-              `SELECT machine_id, machine_version, version, state, snapshot,
-                      (SELECT coalesce(json_agg(json_build_array(p.id, p.status, p.completed_at)), '[]')::text
-                       FROM ${this.schema.table('task_links')} l JOIN ${t} p ON p.id = l.parent_id WHERE l.child_id = $1) AS parents
-               FROM ${t} WHERE id = $1`
-            : `SELECT machine_id, machine_version, version, state, snapshot FROM ${t} WHERE id = $1`,
+        // Locked until commit: the facts this step reads next (in later statements, so
+        // after any wait for this lock) then include every commit of a step that held the
+        // row before; two parents completing at once serialize at their child. The
+        // snapshot comes along: a restore that misses the kernel's cache would otherwise
+        // cost a second round trip.
+        row: `SELECT machine_id, machine_version, version, state, snapshot FROM ${t} WHERE id = $1 FOR NO KEY UPDATE`,
         snapshot: `SELECT snapshot FROM ${t} WHERE id = $1`,
         update: `UPDATE ${t} SET machine_id = $1, machine_version = $2, state = $3, snapshot = $4, version = version + 1, updated_at = $5
                    ${at.projection.map((column, i) => `, ${column} = $${6 + i}`).join('')}
@@ -250,12 +252,6 @@ export class PgStatements {
 
 /** The store operations on one transaction (a new PgStore per attempt of a write). */
 export class PgStore implements StepStore {
-  /**
-   * The parents read with the last task loadActor, valid until this transaction writes a
-   * task row or a link (what they are made of); other transactions' commits since are no
-   * different from a read a moment earlier (the facts are read without locks either way).
-   */
-  private parents: { childId: string; rows: ParentRow[] } | null = null
   /** The snapshot read with the last loadActor of each row, for the loadSnapshot that may follow. */
   private readonly loaded = new Map<string, string>()
   private readonly s
@@ -278,13 +274,9 @@ export class PgStore implements StepStore {
   // ---- actors ----
 
   async loadActor(at: ActorTable, id: string): Promise<ActorRow | undefined> {
-    const [row] = await this.rows<ActorRow & { snapshot: string; parents?: string }>(this.sql.table(at).row, [id])
+    const [row] = await this.rows<ActorRow & { snapshot: string }>(this.sql.table(at).row, [id])
     if (!row) return undefined
     this.loaded.set(`${at.table}/${id}`, row.snapshot)
-    if (row.parents !== undefined) {
-      const rows = (JSON.parse(row.parents) as Array<[string, ParentRow['status'], number | null]>).map(([id, status, completed_at]) => ({ id, status, completed_at }))
-      this.parents = { childId: id, rows }
-    }
     return { machine_id: row.machine_id, machine_version: row.machine_version, version: row.version, state: row.state }
   }
 
@@ -319,7 +311,6 @@ export class PgStore implements StepStore {
     timers: readonly TimerChange[],
   ): Promise<number[] | null> {
     this.loaded.delete(`${at.table}/${id}`)
-    this.parents = null
     const last = new Map<string, TimerChange>()
     for (const timer of timers) {
       const key = 'upsert' in timer ? `${timer.upsert.actor_id}\u0000${timer.upsert.timer_id}` : `${timer.cancel.actorId}\u0000${timer.cancel.timerId}`
@@ -360,7 +351,6 @@ export class PgStore implements StepStore {
     timers: readonly TimerChange[],
   ): Promise<number[] | null> {
     this.loaded.delete(`${at.table}/${id}`)
-    this.parents = null
     const updated = await this.tx.query(this.sql.table(at).update, [w.machineId, w.machineVersion, w.state, w.snapshot, w.updatedAt, ...w.projection, id, expectedVersion])
     if (updated.rowCount !== 1) {
       if (!(await this.exists(`SELECT 1 FROM ${this.sql.schema.table(at.table)} WHERE id = $1`, [id]))) return null
@@ -431,12 +421,10 @@ export class PgStore implements StepStore {
   }
 
   async insertLink(parentId: string, childId: string, now: number): Promise<void> {
-    this.parents = null
     await this.tx.query(this.s.insertLink, [parentId, childId, now])
   }
 
   async deleteLink(parentId: string, childId: string): Promise<void> {
-    this.parents = null
     await this.tx.query(this.s.deleteLink, [parentId, childId])
   }
 
@@ -444,15 +432,12 @@ export class PgStore implements StepStore {
     return this.exists(this.s.isAncestor, [taskId, ancestor])
   }
 
-  parentRows(childId: string): Awaitable<ParentRow[]> {
-    const prefetched = this.parents
-    this.parents = null
-    if (prefetched?.childId === childId) return prefetched.rows
-    return this.rows<ParentRow>(this.s.parentRows, [childId])
+  parentRows(childId: string, lock: boolean): Promise<ParentRow[]> {
+    return this.rows<ParentRow>(lock ? this.s.parentRowsLocked : this.s.parentRows, [childId])
   }
 
-  async parentRow(id: string): Promise<ParentRow | undefined> {
-    const [row] = await this.rows<ParentRow>(this.s.parentRow, [id])
+  async parentRow(id: string, lock: boolean): Promise<ParentRow | undefined> {
+    const [row] = await this.rows<ParentRow>(lock ? this.s.parentRowLocked : this.s.parentRow, [id])
     return row
   }
 
@@ -492,7 +477,6 @@ export class PgStore implements StepStore {
   }
 
   async recordResult(taskId: string, result: string | null, summary: string | null): Promise<void> {
-    this.parents = null
     await this.tx.query(this.s.recordResult, [result, summary, taskId])
   }
 

@@ -159,6 +159,7 @@ export class SqliteStore implements StepStore {
   insertLink: StepStore['insertLink'] = (parentId, childId, now) => this.tasks.insertLink(parentId, childId, now)
   deleteLink: StepStore['deleteLink'] = (parentId, childId) => this.tasks.deleteLink(parentId, childId)
   isAncestor: StepStore['isAncestor'] = (ancestor, taskId) => this.tasks.isAncestor(ancestor, taskId)
+  // One writer at a time: nothing to lock.
   parentRows: StepStore['parentRows'] = (childId) => this.tasks.parentRows(childId)
   parentRow: StepStore['parentRow'] = (id) => this.tasks.parentRow(id)
   childIds: StepStore['childIds'] = (parentId) => this.tasks.childIds(parentId)

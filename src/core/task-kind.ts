@@ -51,11 +51,17 @@ export function parentFacts(rows: readonly ParentRow[], event: { type: string; p
   return facts
 }
 
+/**
+ * The facts, read from the store. The parents a step links (every parent of a CREATE, the
+ * new parent of a LINK) are read locked: a parent completing at the same moment cannot
+ * see the uncommitted link to promote this task through, so the two must serialize.
+ */
 function* readParentFacts(actorId: string, event: { type: string; parentId?: unknown }): Io<ParentFacts> {
-  const rows = yield* io((s) => s.parentRows(actorId))
+  const creating = event.type === 'CREATE'
+  const rows = yield* io((s) => s.parentRows(actorId, creating))
   if (event.type === 'LINK' && typeof event.parentId === 'string' && !rows.some((r) => r.id === event.parentId)) {
     const parentId = event.parentId
-    const parent = yield* io((s) => s.parentRow(parentId))
+    const parent = yield* io((s) => s.parentRow(parentId, true))
     if (parent) return parentFacts([...rows, parent], event)
   }
   return parentFacts(rows, event)

@@ -59,13 +59,14 @@ describe('PgStore under the kernel', () => {
     expect(journal.map(([seq]) => seq)).toEqual([1, 2, 3, 4, 5, 6, 7])
   })
 
-  it('a step that lost the race to another writer of the same actor reruns and sees the new version (no lost update)', async (ctx) => {
+  it('two writers of one actor serialize on its row: the second waits for the first and sees its version (no lost update)', async (ctx) => {
     const conn = await open(ctx)
     const other = await open(ctx, conn.schema.name)
-    // Writer A pauses between reading the row and writing it, on its first attempt only,
-    // until writer B (another pool and kernel, as another process) has committed a step.
-    let bCommitted!: () => void
-    const gate = new Promise<void>((resolve) => (bCommitted = resolve))
+    // Writer A pauses after loading the row (and so holding its lock), on its first attempt,
+    // until the test lets it go; writer B (another pool and kernel, as another process)
+    // steps the same actor meanwhile.
+    let releaseA!: () => void
+    const gate = new Promise<void>((resolve) => (releaseA = resolve))
     let aRead!: () => void
     const aHasRead = new Promise<void>((resolve) => (aRead = resolve))
     let attempts = 0
@@ -89,25 +90,29 @@ describe('PgStore under the kernel', () => {
 
     const stepA = sendTask(a.kernel, 't', { type: 'HEARTBEAT', runId: 'r1', token: 'k1', leaseMs: 30_000 })
     await aHasRead
-    const stepB = await sendTask(b.kernel, 't', { type: 'HEARTBEAT', runId: 'r1', token: 'k1', leaseMs: 20_000 })
-    expect(stepB!.version).toBe(v0 + 1)
-    bCommitted()
-    const resultA = await stepA
-    expect(attempts).toBe(2)
-    expect(a.driver.retries.conflict).toBe(1)
-    expect(resultA!.version).toBe(v0 + 2)
+    let bDone = false
+    const stepB = sendTask(b.kernel, 't', { type: 'HEARTBEAT', runId: 'r1', token: 'k1', leaseMs: 20_000 }).finally(() => (bDone = true))
+    await sleep(300)
+    expect(bDone).toBe(false) // B waits for A's row lock
+    releaseA()
+    const [resultA, resultB] = await Promise.all([stepA, stepB])
+    expect(resultA!.version).toBe(v0 + 1)
+    expect(resultB!.version).toBe(v0 + 2)
+    // Nobody lost a race: the row lock made B read A's committed version.
+    expect(attempts).toBe(1)
+    expect(a.driver.retries.conflict + b.driver.retries.conflict).toBe(0)
     const beats = await q<{ v: number }>(conn, "SELECT actor_version::float8 AS v FROM $s.journal WHERE kind = 'heartbeat' ORDER BY seq")
     expect(beats.map((r) => r.v)).toEqual([v0 + 1, v0 + 2])
     const version = (await q<{ version: number }>(conn, 'SELECT version::float8 AS version FROM $s.tasks'))[0]!.version
     expect(version).toBe(v0 + 2)
-    // The lease timer is the last committed heartbeat's (the rerun's), as the row says.
+    // The lease timer is the last committed heartbeat's (B's), as the row says.
     const lease = await q<{ due: number; lease: number }>(
       conn,
       "SELECT t.due_at::float8 AS due, k.lease_expires_at::float8 AS lease FROM $s.timers t JOIN $s.tasks k ON k.id = t.actor_id WHERE t.timer_id = 'lease'",
     )
     expect(lease).toHaveLength(1)
     expect(lease[0]!.due).toBe(lease[0]!.lease)
-    expect(lease[0]!.due - (await q<{ at: number }>(conn, "SELECT max(at)::float8 AS at FROM $s.journal"))[0]!.at).toBe(30_000)
+    expect(lease[0]!.due - (await q<{ at: number }>(conn, "SELECT max(at)::float8 AS at FROM $s.journal"))[0]!.at).toBe(20_000)
   })
 
   it("a step's timer changes in one statement end as applying them in action order would", async (ctx) => {
