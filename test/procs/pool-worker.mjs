@@ -18,7 +18,7 @@ const pool = orch.tasks.work({
     process.stdout.write(`run ${runId}\n`)
     await new Promise((r) => setTimeout(r, Math.random() * 4))
     handled++
-    if (handled % 50 === 0) process.stdout.write(`progress ${handled}\n`)
+    if (handled % 10 === 0) process.stdout.write(`progress ${handled}\n`)
     return { result: { by: worker }, summary: task.title }
   },
 })
