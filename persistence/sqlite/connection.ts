@@ -183,8 +183,10 @@ export async function withBusyRetry<T>(fn: () => T | Promise<T>, busyRetryMs = 6
   let delay = 2
   for (;;) {
     try {
-      // Awaited here, so a busy error of an async `fn` is retried like a thrown one.
-      return await fn()
+      // A promise is awaited here, so a busy error of an async `fn` is retried like a
+      // thrown one; a plain value is not (an await costs every read a microtask).
+      const value = fn()
+      return value instanceof Promise ? await value : value
     } catch (error) {
       if (!isBusyError(error)) throw error
       const waited = Date.now() - started
