@@ -26,6 +26,8 @@
  */
 import type { QueryResult, QueryResultRow } from 'pg'
 import type { JournalEntry } from '../../src/types.js'
+import { toJournalEntry, type JournalRow } from '../journal-rows.js'
+import type { JournalWrite } from '../store.js'
 import type { PgConnection, PgSchema } from './connection.js'
 import { JOURNAL_LOCK_CLASS } from './migrations.js'
 
@@ -35,33 +37,10 @@ export interface Queryable {
 }
 
 /** One journal row to append; `event` is JSON text (the step serializes it). */
-export interface JournalAppend {
-  machineId: string
-  actorId: string
-  kind: string
-  eventType: string
-  event: string
-  stateBefore: string | null
-  stateAfter: string
-  runId: string | null
-  actorVersion: number
-  at: number
-}
+export type JournalAppend = JournalWrite
 
 /** A journal row as node-postgres returns it (int8 parsed to numbers by the pool). */
-export interface PgJournalRow {
-  seq: number
-  machine_id: string
-  actor_id: string
-  kind: string
-  event_type: string
-  event: string
-  state_before: string | null
-  state_after: string
-  run_id: string | null
-  actor_version: number
-  at: number
-}
+export type PgJournalRow = JournalRow
 
 const APPEND_COLUMNS = 10
 
@@ -97,21 +76,7 @@ export async function appendJournal(tx: Queryable, schema: PgSchema, entries: re
   return result.rows.map((row) => Number(row.seq))
 }
 
-export function toJournalEntry(row: PgJournalRow): JournalEntry {
-  return {
-    seq: Number(row.seq),
-    machineId: row.machine_id,
-    actorId: row.actor_id,
-    kind: row.kind,
-    eventType: row.event_type,
-    event: JSON.parse(row.event) as Record<string, unknown>,
-    stateBefore: row.state_before,
-    stateAfter: row.state_after,
-    runId: row.run_id,
-    actorVersion: Number(row.actor_version),
-    at: Number(row.at),
-  }
-}
+export { toJournalEntry }
 
 export interface JournalFollowerOptions {
   /** Deliver entries with seq greater than this (default 0: everything). */

@@ -341,33 +341,6 @@ export class PgStore implements StepStore {
     return row.seqs.map(Number)
   }
 
-  /** The write set as separate statements (appendJournal, a statement per timer): the measured baseline of saveStep. */
-  async saveStepSeparately(
-    at: ActorTable,
-    id: string,
-    expectedVersion: number,
-    w: ActorWrite,
-    journal: readonly JournalWrite[],
-    timers: readonly TimerChange[],
-  ): Promise<number[] | null> {
-    this.loaded.delete(`${at.table}/${id}`)
-    const updated = await this.tx.query(this.sql.table(at).update, [w.machineId, w.machineVersion, w.state, w.snapshot, w.updatedAt, ...w.projection, id, expectedVersion])
-    if (updated.rowCount !== 1) {
-      if (!(await this.exists(`SELECT 1 FROM ${this.sql.schema.table(at.table)} WHERE id = $1`, [id]))) return null
-      throw new RaceLostError(`${at.table} row ${id} moved past version ${expectedVersion} since this transaction read it`)
-    }
-    const seqs = await appendJournal(this.tx, this.sql.schema, journal)
-    for (const timer of timers) {
-      if ('upsert' in timer) {
-        const t = timer.upsert
-        await this.tx.query(this.s.upsertTimer, [t.actor_id, t.timer_id, t.machine_id, t.due_at, t.event])
-      } else {
-        await this.tx.query(this.s.deleteTimer, [timer.cancel.actorId, timer.cancel.timerId])
-      }
-    }
-    return seqs
-  }
-
   actorsOfOtherVersion(at: ActorTable, machineVersion: number): Promise<ActorSnapshotRow[]> {
     return this.rows<ActorSnapshotRow>(this.sql.table(at).otherVersion, [machineVersion])
   }

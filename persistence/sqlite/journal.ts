@@ -1,24 +1,11 @@
 /** Read side of the journal: pages in `seq` order, and change detection across processes. */
 import type { JournalEntry } from '../../src/types.js'
+import { toJournalEntry, type JournalRow } from '../journal-rows.js'
 import type { JournalPage, JournalSource } from '../store.js'
 import type { Db } from './connection.js'
 
-export type { JournalPage }
+export type { JournalPage, JournalRow }
 
-/** A journal row as SQLite returns it. */
-export interface JournalRow {
-  seq: number
-  machine_id: string
-  actor_id: string
-  kind: string
-  event_type: string
-  event: string
-  state_before: string | null
-  state_after: string
-  run_id: string | null
-  actor_version: number
-  at: number
-}
 
 
 /** One writer at a time: every seq up to the highest is final, so the horizon is the highest seq. */
@@ -48,7 +35,7 @@ export class JournalQueries implements JournalSource {
           ? this.s.pageForMachine.all(query.after, upTo, machineId, query.limit)
           : this.s.page.all(query.after, upTo, query.limit)
     ) as JournalRow[]
-    return rows.map(toEntry)
+    return rows.map(toJournalEntry)
   }
 
   horizon(): number {
@@ -61,21 +48,5 @@ export class JournalQueries implements JournalSource {
     if (version === this.lastDataVersion) return false
     this.lastDataVersion = version
     return true
-  }
-}
-
-function toEntry(row: JournalRow): JournalEntry {
-  return {
-    seq: row.seq,
-    machineId: row.machine_id,
-    actorId: row.actor_id,
-    kind: row.kind,
-    eventType: row.event_type,
-    event: JSON.parse(row.event) as Record<string, unknown>,
-    stateBefore: row.state_before,
-    stateAfter: row.state_after,
-    runId: row.run_id,
-    actorVersion: row.actor_version,
-    at: row.at,
   }
 }

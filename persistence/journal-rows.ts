@@ -1,0 +1,37 @@
+/**
+ * The journal's rows as every store returns them, and the entry the API gives for one:
+ * one shape and one mapping, whichever store read it.
+ */
+import type { JournalEntry } from '../src/types.js'
+
+export interface JournalRow {
+  seq: number
+  machine_id: string
+  actor_id: string
+  kind: string
+  event_type: string
+  /** The event as JSON text. */
+  event: string
+  state_before: string | null
+  state_after: string
+  run_id: string | null
+  actor_version: number
+  at: number
+}
+
+export function toJournalEntry(row: JournalRow): JournalEntry {
+  return {
+    // Number(): also right for a driver that returns 64-bit integers as strings.
+    seq: Number(row.seq),
+    machineId: row.machine_id,
+    actorId: row.actor_id,
+    kind: row.kind,
+    eventType: row.event_type,
+    event: JSON.parse(row.event) as Record<string, unknown>,
+    stateBefore: row.state_before,
+    stateAfter: row.state_after,
+    runId: row.run_id,
+    actorVersion: Number(row.actor_version),
+    at: Number(row.at),
+  }
+}
