@@ -209,8 +209,12 @@ function tablesOf(version: number): string[] {
  * empty database; with tables it is another application's.
  */
 function inspectFile(db: Database.Database): { version: number; tables: string[]; lockstep: boolean } {
-  const version = db.pragma('user_version', { simple: true }) as number
-  const tables = db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name").pluck().all() as string[]
+  // One read transaction, one snapshot: another process migrating the file meanwhile must
+  // not be seen half (its tables without its version), which would look like a foreign file.
+  const { version, tables } = db.transaction(() => ({
+    version: db.pragma('user_version', { simple: true }) as number,
+    tables: db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name").pluck().all() as string[],
+  }))()
   // A newer lockstep may have reshaped its tables; its journal is what it cannot do without.
   const lockstep = version > SCHEMA_VERSION ? tables.includes('journal') : version > 0 && tablesOf(version).every((table) => tables.includes(table))
   return { version, tables, lockstep }
