@@ -159,6 +159,11 @@ export async function openPool(url: unknown, options: PgOpenOptions = {}): Promi
   // An idle client whose server connection dies emits 'error' on the pool; unhandled, that
   // would end the process. The pool drops that client and the next checkout reconnects.
   pool.on('error', () => {})
+  // A client can also emit 'error' while nobody listens on it (a backend terminated right
+  // as the client changes hands, seen under pg_terminate_backend load): never let that end
+  // the host process. The failure still surfaces: the client is no longer queryable, so
+  // its next query fails (a connection error, rerun by withTransaction) and the pool drops it.
+  pool.on('connect', (client) => client.on('error', () => {}))
   try {
     const client = await pool.connect()
     // A checked-out client has no listener of the pool's: one whose backend is terminated
