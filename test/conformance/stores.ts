@@ -6,8 +6,8 @@
  */
 import type { TestContext } from 'vitest'
 import { createOrchestrator, type Orchestrator, type OrchestratorOptions } from '../../src/index.js'
-import { tempDbPath } from '../helpers.js'
-import { freshSchema, pgUrl } from '../postgres-server.js'
+import { tableCounts, tempDbPath } from '../helpers.js'
+import { adminQuery, freshSchema, pgUrl } from '../postgres-server.js'
 
 /** Options every store takes (the store's own location options are the factory's). */
 export type CommonOptions = Omit<OrchestratorOptions, 'path' | 'url' | 'schema' | 'pool' | 'readOnly' | 'synchronous' | 'checkpoint' | 'busyTimeoutMs' | 'now'>
@@ -19,7 +19,14 @@ export interface StoreUnderTest {
    * missing), and how another process opens the same one (test/procs/open-store.mjs).
    */
   open(ctx: TestContext, options?: CommonOptions): Promise<Orchestrator & { spec: string }>
+  /**
+   * Row counts of every board table, plus the sum of task versions, read with the store's
+   * own SQL: "bad input writes nothing" means these do not change.
+   */
+  tableCounts(spec: string): Promise<Record<string, number>>
 }
+
+const BOARD_TABLES = ['tasks', 'task_links', 'runs', 'journal', 'timers']
 
 export const STORES: StoreUnderTest[] = [
   {
@@ -30,6 +37,9 @@ export const STORES: StoreUnderTest[] = [
       ctx.onTestFinished(() => orch.close())
       return Object.assign(orch, { spec: path })
     },
+    async tableCounts(spec) {
+      return tableCounts(spec)
+    },
   },
   {
     name: 'postgres',
@@ -39,6 +49,15 @@ export const STORES: StoreUnderTest[] = [
       // Registered after freshSchema's drop: closing first, then the schema goes.
       ctx.onTestFinished(() => orch.close())
       return Object.assign(orch, { spec: `${pgUrl}|${schema}` })
+    },
+    async tableCounts(spec) {
+      const schema = spec.slice(spec.lastIndexOf('|') + 1)
+      const counts: Record<string, number> = {}
+      for (const table of BOARD_TABLES) {
+        counts[table] = Number((await adminQuery<{ n: string }>(`SELECT COUNT(*) AS n FROM "${schema}".${table}`))[0]!.n)
+      }
+      counts.changes = Number((await adminQuery<{ n: string }>(`SELECT COALESCE(SUM(version), 0) AS n FROM "${schema}".tasks`))[0]!.n)
+      return counts
     },
   },
 ]
