@@ -9,6 +9,7 @@ import type { TaskContext, TaskEvent } from '../machines/task.js'
 import { assigneeAdmits, TASK_MACHINE_ID, type Claimant } from '../machines/task.js'
 import type { ReadDriver, ReadStore, RunRow, TaskRow } from '../persistence/store.js'
 import { io, type Io } from './core/io.js'
+import { createdTaskRow } from './core/task-kind.js'
 import type { Kernel, StepResult, StepTx } from './core/kernel.js'
 import {
   AssigneeMismatchError,
@@ -122,7 +123,7 @@ export class StoreTaskBoard implements TaskBoard {
       yield* io((s) => s.insertTask(row, tx.now))
       // A brand-new task has no children, so these links cannot close a cycle.
       for (const parent of parents) yield* io((s) => s.insertLink(parent, row.id, tx.now))
-      yield* kernel.createInTx(
+      const first = yield* kernel.createInTx(
         tx,
         TASK_MACHINE_ID,
         row.id,
@@ -142,8 +143,8 @@ export class StoreTaskBoard implements TaskBoard {
           parents,
         },
       )
-      return row.id
-    }).then((id) => this.mustGet(id))
+      return createdTaskRow(row, parents, first, tx.now)
+    }).then((created) => (typeof created === 'string' ? this.mustGet(created) : toTask(created)))
   }
 
   async link(parentId: string, childId: string): Promise<Task> {

@@ -15,9 +15,9 @@ import {
   type TaskContext,
   type TaskState,
 } from '../../machines/task.js'
-import type { ParentRow } from '../../persistence/store.js'
+import type { NewTaskRow, ParentRow, TaskRow } from '../../persistence/store.js'
 import { io, type Io } from './io.js'
-import { stateName, type ActorKind, type StepInfo, type StepTx } from './kernel.js'
+import { stateName, type ActorKind, type StepInfo, type StepResult, type StepTx } from './kernel.js'
 
 /** Projection columns of the task table, in the order `project()` returns their values. */
 export const TASK_PROJECTION = [
@@ -84,6 +84,34 @@ export function projectTask(snapshot: AnyMachineSnapshot): unknown[] {
     c.lastError,
     c.completedAt,
   ]
+}
+
+/**
+ * The row a create committed, from what it wrote (the input, its links and its first
+ * step), so that create() answers without reading the row back; a store's read of it
+ * gives the same (tested on every store). Parents come in id order, as reads give them.
+ */
+export function createdTaskRow(input: NewTaskRow, parents: readonly string[], step: StepResult, now: number): TaskRow {
+  const values = projectTask(step.snapshot)
+  const projected = Object.fromEntries(TASK_PROJECTION.map((column, i) => [column, values[i]])) as Pick<TaskRow, (typeof TASK_PROJECTION)[number]>
+  return {
+    id: input.id,
+    title: input.title,
+    body: input.body,
+    assignee: input.assignee,
+    tenant: input.tenant,
+    priority: input.priority,
+    payload: input.payload,
+    idempotency_key: input.idempotencyKey,
+    max_attempts: input.maxAttempts,
+    state: stateName(step.snapshot.value),
+    ...projected,
+    result: null,
+    summary: null,
+    created_at: now,
+    updated_at: now,
+    parents: JSON.stringify([...parents].sort()),
+  }
 }
 
 /** Queue `event` for every child of the stepping task (its own children only: no board scan). */
