@@ -193,7 +193,8 @@ class PgInspectReads implements InspectReads {
  */
 export async function openPostgresInspect(url: string, options: Omit<PgOpenOptions, 'readOnly'> = {}): Promise<InspectSource> {
   // Pages ask a few things at once; the event stream polls on one connection.
-  const conn = await openPostgres(url, { ...options, pool: { max: 4, ...options.pool }, readOnly: true })
+  // A read waits out a lost connection this long before STORE_UNAVAILABLE (503): the page asks again.
+  const conn = await openPostgres(url, { retryBudgetMs: 5_000, ...options, pool: { max: 4, ...options.pool }, readOnly: true })
   const reads = new PgInspectReads(conn)
   return {
     where: `${conn.where} (schema ${conn.schema.name})`,

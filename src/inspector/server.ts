@@ -365,7 +365,7 @@ async function serve(store: InspectorStore, o: ValidOptions, stately: { inspecto
       // Until this look succeeds, the next tick looks again even without a new commit.
       pending = true
       const horizon = await store.horizon()
-      const rows = await store.journalAfter(feedCursor, horizon, SSE_BATCH)
+      const rows = horizon > feedCursor ? await store.journalAfter(feedCursor, horizon, SSE_BATCH) : []
       // A full batch: more to read, the next tick goes on without waiting for a commit.
       const full = rows.length === SSE_BATCH
       const cursor = full ? rows[rows.length - 1]!.seq : Math.max(feedCursor, horizon)

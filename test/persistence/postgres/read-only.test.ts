@@ -4,6 +4,8 @@
  * create or migrate a schema: a missing or foreign one is STORE_OPEN_FAILED, a newer one
  * SCHEMA_TOO_NEW, each left as it was.
  */
+import { spawnSync } from 'node:child_process'
+import { join } from 'node:path'
 import { describe, expect, it, type TestContext } from 'vitest'
 import { openPostgres } from '../../../persistence/postgres/open.js'
 import { SCHEMA_VERSION } from '../../../persistence/postgres/migrations.js'
@@ -27,6 +29,13 @@ async function board(ctx: TestContext): Promise<string> {
   await writer.tasks.create({ title: 'existing' })
   await writer.close()
   return schema
+}
+
+const CLI = join(import.meta.dirname, '..', '..', '..', 'dist/src/cli/main.js')
+
+function cli(...args: string[]): { code: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [CLI, ...args, '--json'], { encoding: 'utf8', timeout: 30_000 })
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr }
 }
 
 const schemaObjects = async (schema: string) =>
@@ -78,5 +87,27 @@ describe('PostgreSQL readers', () => {
     const before = await schemaObjects(newer)
     for (const [name, open] of Object.entries(openers(newer))) expect(await codeOf(open), name).toBe('SCHEMA_TOO_NEW')
     expect(await schemaObjects(newer)).toEqual(before)
+  })
+
+  it("the CLI's read commands open read-only: a missing schema is not created, an overdue lease is not delivered", async (ctx) => {
+    const missing = await freshSchema(ctx)
+    for (const args of [['task', 'list'], ['task', 'show', 't_x'], ['events']]) {
+      const r = cli(...args, '--db', pgUrl, '--schema', missing)
+      expect(r.code, r.stderr).toBe(1)
+      expect(JSON.parse(r.stdout).error.code, args.join(' ')).toBe('STORE_OPEN_FAILED')
+    }
+    expect(await adminQuery('SELECT 1 FROM pg_namespace WHERE nspname = $1', [missing])).toEqual([])
+
+    const schema = await freshSchema(ctx)
+    const writer = await createOrchestrator({ url: pgUrl, schema, runTimers: false })
+    const task = await writer.tasks.create({ title: 'claimed' })
+    await writer.tasks.claim(task.id, { worker: 'w', leaseMs: 1 })
+    await writer.close()
+    const before = await adminQuery(`SELECT version, status FROM "${schema}".tasks`)
+    const list = cli('task', 'list', '--db', pgUrl, '--schema', schema)
+    expect(list.code, list.stderr).toBe(0)
+    expect(JSON.parse(list.stdout).map((t: { status: string }) => t.status)).toEqual(['running'])
+    expect(cli('events', '--db', pgUrl, '--schema', schema).code).toBe(0)
+    expect(await adminQuery(`SELECT version, status FROM "${schema}".tasks`)).toEqual(before)
   })
 })
