@@ -19,7 +19,7 @@ import { runInspectCommand } from '../src/inspector/cli.js'
 import { startInspector, type Inspector } from '../src/inspector/server.js'
 import { InvalidInputError, type Orchestrator } from '../src/index.js'
 import { STORES } from './conformance/stores.js'
-import { open, sleep, tempDbPath as tempPath } from './helpers.js'
+import { open, runProc, sleep, tempDbPath as tempPath } from './helpers.js'
 import { get, scenario } from './inspector-helpers.js'
 import { needOutsideProgram } from './outside-programs.js'
 
@@ -102,6 +102,14 @@ describe('inspector server', () => {
     expect(await runInspectCommand(['--bogus'], io)).toBe(2)
     expect(await runInspectCommand(['--help'], io)).toBe(0)
     expect(lines.pop()).toMatch(/--db PATH\|URL[\s\S]*--schema S/)
+  })
+})
+
+describe('inspector: what it loads', () => {
+  it('on a SQLite file, neither the orchestrator nor the inspector loads node-postgres', async () => {
+    const r = await runProc('sqlite-without-pg.mjs', [tempPath()])
+    expect(r.code, r.stderr).toBe(0)
+    expect(JSON.parse(r.stdout)).toEqual({ loaded: [], tasks: 1 })
   })
 })
 
