@@ -21,7 +21,6 @@
  */
 import type { RunOutcome, TaskStatus } from '../machines/task.js'
 import type { JournalEntry } from '../src/types.js'
-import type { JournalRow } from './journal-rows.js'
 
 export type Awaitable<T> = T | Promise<T>
 
@@ -210,6 +209,22 @@ export interface SessionRow {
   snapshot: string
   created_at: number
   updated_at: number
+}
+
+/** A journal row as every store returns it (persistence/journal-rows.ts maps it to the API's entry). */
+export interface JournalRow {
+  seq: number
+  machine_id: string
+  actor_id: string
+  kind: string
+  event_type: string
+  /** The event as JSON text. */
+  event: string
+  state_before: string | null
+  state_after: string
+  run_id: string | null
+  actor_version: number
+  at: number
 }
 
 /**
