@@ -3,21 +3,9 @@
  * one shape and one mapping, whichever store read it.
  */
 import type { JournalEntry } from '../src/types.js'
+import type { JournalRow } from './store.js'
 
-export interface JournalRow {
-  seq: number
-  machine_id: string
-  actor_id: string
-  kind: string
-  event_type: string
-  /** The event as JSON text. */
-  event: string
-  state_before: string | null
-  state_after: string
-  run_id: string | null
-  actor_version: number
-  at: number
-}
+export type { JournalRow }
 
 export function toJournalEntry(row: JournalRow): JournalEntry {
   return {

@@ -211,6 +211,22 @@ export interface SessionRow {
   updated_at: number
 }
 
+/** A journal row as every store returns it (persistence/journal-rows.ts maps it to the API's entry). */
+export interface JournalRow {
+  seq: number
+  machine_id: string
+  actor_id: string
+  kind: string
+  event_type: string
+  /** The event as JSON text. */
+  event: string
+  state_before: string | null
+  state_after: string
+  run_id: string | null
+  actor_version: number
+  at: number
+}
+
 /**
  * What the API reads outside a write transaction (a snapshot of committed state). Rows
  * are the same shape on every store.
@@ -318,4 +334,116 @@ export interface StepStore {
   insertSession(id: string, now: number): Awaitable<void>
   /** The session's persisted snapshot, or null when it does not exist. */
   sessionSnapshot(id: string): Awaitable<string | null>
+}
+
+// ---- the inspector's read side ----
+
+/** A task as the inspector's lists show it: its insertion order `n` (for paging) and projection. */
+export interface TaskListRow {
+  n: number
+  id: string
+  title: string
+  status: string
+  state: string
+  assignee: string | null
+  tenant: string | null
+  priority: number
+  attempts: number
+  updated_at: number
+}
+
+/** A task row with its persisted snapshot and machine columns, and its insertion order `n`. */
+export interface TaskActorRow extends Omit<TaskRow, 'parents'> {
+  n: number
+  machine_id: string
+  machine_version: number
+  snapshot: string
+  version: number
+}
+
+/** A session as the inspector's lists show it. */
+export interface SessionListRow {
+  n: number
+  id: string
+  status: string
+  state: string
+  agent: string | null
+  model: string | null
+  generation: number
+  attempts: number
+  created_at: number
+  updated_at: number
+}
+
+/** A session row with its machine columns and insertion order `n`. */
+export interface SessionActorRow extends SessionRow {
+  n: number
+  machine_id: string
+  machine_version: number
+  version: number
+}
+
+export interface TaskListQuery {
+  status?: string
+  assignee?: string
+  tenant?: string
+  /** Title contains this (case-insensitive, no wildcards), or the id is exactly this. */
+  q?: string
+  /** Only tasks inserted after the task of this `n`. */
+  afterN?: number
+  limit: number
+}
+
+/**
+ * Everything the inspector reads, on any store. Its own connection, read-only at the
+ * database (SQLite: a read-only handle with query_only; PostgreSQL: a pool whose sessions
+ * have default_transaction_read_only on), so a bug in it cannot write. Each call is one
+ * statement (its own snapshot of committed state).
+ */
+export interface InspectReads {
+  countsByStatus(table: 'tasks' | 'sessions'): Awaitable<Array<{ status: string; n: number }>>
+  tasks(query: TaskListQuery): Awaitable<TaskListRow[]>
+  /** The insertion order of a task or session, or null when it does not exist. */
+  orderOf(table: 'tasks' | 'sessions', id: string): Awaitable<number | null>
+  task(id: string): Awaitable<TaskActorRow | null>
+  tasksByIds(ids: readonly string[]): Awaitable<TaskListRow[]>
+  parentIds(childId: string, limit: number): Awaitable<string[]>
+  childIds(parentId: string, limit: number): Awaitable<string[]>
+  /** Task ids up to `depth` links above or below `focus` (itself included), at most `limit`; each walk stops after `cap` rows. */
+  neighbourhood(focus: string, depth: number, cap: number, limit: number): Awaitable<string[]>
+  /** The links whose child is one of `childIds`. */
+  linksInto(childIds: readonly string[]): Awaitable<Array<{ parent: string; child: string }>>
+  session(id: string): Awaitable<SessionActorRow | null>
+  sessionsByIds(ids: readonly string[]): Awaitable<SessionListRow[]>
+  sessions(status: string | null, afterN: number, limit: number): Awaitable<SessionListRow[]>
+  /** A task's runs, newest first, and how many it has. */
+  runs(taskId: string, limit: number): Awaitable<{ rows: RunRow[]; total: number }>
+
+  // ---- the journal, as rows (journal-rows.ts) ----
+  /** One actor's entries with seq < before, newest first. */
+  actorJournalDesc(actorId: string, machineId: string, before: number, limit: number): Awaitable<JournalRow[]>
+  /** One actor's entries, oldest first. */
+  actorJournalAsc(actorId: string, machineId: string, limit: number): Awaitable<JournalRow[]>
+  actorJournalCount(actorId: string, machineId: string): Awaitable<number>
+  /** The actor's highest seq (0: none). */
+  lastActorSeq(actorId: string, machineId: string): Awaitable<number>
+  /** For each actor, its last entry with seq < `seq` (actors without one are left out). */
+  lastEntriesBefore(actorIds: readonly string[], machineId: string, seq: number): Awaitable<JournalRow[]>
+  entry(seq: number): Awaitable<JournalRow | null>
+  /** The entries one step of an actor wrote (they share actor_version), in seq order. */
+  stepEntries(actorId: string, machineId: string, actorVersion: number): Awaitable<JournalRow[]>
+  /** Entries after `after` up to `upTo`, in seq order. */
+  journalAfter(after: number, upTo: number, limit: number): Awaitable<JournalRow[]>
+  /** The last `limit` entries at or below `upTo`, in seq order. */
+  latestJournal(upTo: number, limit: number): Awaitable<JournalRow[]>
+}
+
+/** The inspector's connection to one store: its reads (retried as the store retries reads) and the journal's horizon. */
+export interface InspectSource {
+  /** The file path, or the URL without its password and the schema. */
+  readonly where: string
+  read<T>(fn: (reads: InspectReads) => Awaitable<T>): Promise<T>
+  /** The journal as a follower sees it: `horizon()` and `changed()`. */
+  journal: Pick<JournalSource, 'horizon' | 'changed'>
+  close(): Promise<void>
 }

@@ -1,8 +1,9 @@
 /**
  * createOrchestrator: open (or create) a lockstep store and assemble the runtime over it:
  * the committed step, the journal feed, timers, the task board and sessions. The store is
- * opened by its own folder (persistence/sqlite/open.ts), read-write or, for an existing
- * file, read-only (no WAL switch, no migration, no timers, no checkpointer).
+ * opened by its own folder (persistence/sqlite/open.ts, persistence/postgres/open.ts),
+ * read-write or, for an existing board, read-only (no migration, no timers; SQLite: no WAL
+ * switch, no checkpointer; PostgreSQL: connections read-only at the server).
  */
 import { SESSION_MACHINE_ID } from '../machines/session.js'
 import { TASK_MACHINE_ID } from '../machines/task.js'
@@ -13,7 +14,7 @@ import { sessionKind } from './core/session-kind.js'
 import { taskKind } from './core/task-kind.js'
 import { ClosedError, InvalidInputError, ReadOnlyError } from './errors.js'
 import { Intake } from './intake.js'
-import { INSPECTOR_OPTIONS, startInspector } from './inspector/server.js'
+import { INSPECTOR_OPTIONS, registerInspectTarget, startInspector } from './inspector/server.js'
 import { JournalFeed } from './journal-feed.js'
 import { Sessions, type SessionAdapter } from './sessions.js'
 import { StoreTaskBoard } from './task-board.js'
@@ -58,7 +59,7 @@ export async function createOrchestrator(options: OrchestratorOptions = {}): Pro
   if (url !== null) {
     if (!/^postgres(ql)?:\/\//i.test(url)) throw new InvalidInputError('url must be a postgres:// or postgresql:// URL', { field: 'url' })
     // Options of the other store are refused, not ignored.
-    for (const name of ['path', 'readOnly', 'synchronous', 'checkpoint', 'busyTimeoutMs', 'now'] as const) {
+    for (const name of ['path', 'synchronous', 'checkpoint', 'busyTimeoutMs', 'now'] as const) {
       if (o[name] !== undefined) throw new InvalidInputError(`${name} is an option of SQLite files, not of a PostgreSQL url`, { field: name })
     }
   } else {
@@ -106,6 +107,7 @@ export async function createOrchestrator(options: OrchestratorOptions = {}): Pro
           schema: o.schema as string | undefined,
           pool: o.pool as Record<string, never> | undefined,
           retryBudgetMs: busyRetryMs,
+          readOnly,
         })
       : await openSqlite({
           path,
@@ -147,13 +149,15 @@ export async function createOrchestrator(options: OrchestratorOptions = {}): Pro
   // A reader delivers no timers: a delivery is a write (the writers' processes deliver them).
   if (runTimers && !readOnly) timers.start()
 
+  // SQLite names the path as given; PostgreSQL the URL without its password, and the schema.
+  const readOnlyWhere = url === null ? path : store.where
   const assertOpen = () => {
     if (intake.isClosed) throw new ClosedError()
   }
   /** For calls that only write: refused at once on a read-only orchestrator, before any SQL. */
   const assertWritable = () => {
     assertOpen()
-    if (readOnly) throw new ReadOnlyError(path)
+    if (readOnly) throw new ReadOnlyError(readOnlyWhere)
   }
   // The board checks this before starting a worker pool (which would claim).
   const tasks = new StoreTaskBoard({ kernel, reads: store.reads, feed, defaults, maxPayloadBytes, guard, assertOpen: assertWritable })
@@ -162,7 +166,7 @@ export async function createOrchestrator(options: OrchestratorOptions = {}): Pro
   if (options.sessionAdapter) sessions.setAdapter(options.sessionAdapter as SessionAdapter)
 
   // Async so that every refusal (CLOSED, READ_ONLY, INVALID_INPUT) is a rejection, like the board's.
-  return {
+  const orchestrator: Orchestrator = {
     path: store.where,
     readOnly,
     tasks,
@@ -179,9 +183,8 @@ export async function createOrchestrator(options: OrchestratorOptions = {}): Pro
     // read at each use, so a later reload shows up too.
     inspect: async (inspectOptions = {}) => {
       assertOpen()
-      if (url !== null) throw new InvalidInputError('the inspector reads SQLite files only, for now (PostgreSQL support is in progress)', { field: 'url' })
       const i = v.requireOptions(inspectOptions, 'inspect options', ORCH_INSPECT_OPTIONS)
-      return startInspector(path, {
+      return startInspector(orchestrator, {
         ...i,
         machines: Object.fromEntries([TASK_MACHINE_ID, SESSION_MACHINE_ID].map((id) => [id, liveDefinition(kernel, id)])),
       })
@@ -190,7 +193,7 @@ export async function createOrchestrator(options: OrchestratorOptions = {}): Pro
       assertOpen()
       const swaps = reloadSwaps(reloadOptions)
       // Reloading migrates persisted snapshots: a write, even when nothing needs migrating.
-      if (readOnly) throw new ReadOnlyError(path)
+      if (readOnly) throw new ReadOnlyError(readOnlyWhere)
       return intake.exclusive(() => reload(kernel, swaps))
     },
     close() {
@@ -206,6 +209,9 @@ export async function createOrchestrator(options: OrchestratorOptions = {}): Pro
       return closing
     },
   }
+  // The inspector opens its own read-only pool on the same URL (orch.path hides the password).
+  if (url !== null) registerInspectTarget(orchestrator, { url, schema: o.schema as string | undefined, pool: o.pool as Record<string, unknown> | undefined })
+  return orchestrator
 }
 
 /** A { machine, version } whose fields read the kernel's current definition. */

@@ -432,7 +432,7 @@ export interface InspectorOptions {
   host?: string
   /** Shared secret: every request must carry it as `?token=` or `Authorization: Bearer`. */
   token?: string
-  /** How often the file is checked for commits of any process (default 100 ms). */
+  /** How often the journal is checked for commits of any process (default 100 ms). */
   pollMs?: number
   /**
    * Machine definitions to draw and replay, by machine id, if the orchestrator was reloaded
@@ -480,7 +480,6 @@ export interface OrchestratorOptions {
   /**
    * A PostgreSQL database instead of a SQLite file: `postgres://` or `postgresql://`.
    * Processes on different hosts that open the same URL and schema share one board.
-   * (In progress: the inspector and the MCP server read SQLite files only, for now.)
    */
   url?: string
   /** PostgreSQL: the schema holding lockstep's tables (default `lockstep`), so several apps can share a database. */
@@ -493,10 +492,12 @@ export interface OrchestratorOptions {
    */
   pool?: Record<string, unknown>
   /**
-   * Open an existing lockstep file for reading only (default false): no WAL switch, no
-   * migration, no timer deliveries, no checkpointer. Every write (create, claim, ...,
+   * Open an existing lockstep file (or PostgreSQL schema) for reading only (default
+   * false): no migration, no timer deliveries; SQLite: no WAL switch, no checkpointer;
+   * PostgreSQL: connections read-only at the server. Every write (create, claim, ...,
    * runDueTimers, reload, work) fails with READ_ONLY before any SQL. A missing, empty or
-   * foreign file is STORE_OPEN_FAILED; a schema of another lockstep version SCHEMA_TOO_OLD/NEW.
+   * foreign file or schema is STORE_OPEN_FAILED; a schema of another lockstep version
+   * SCHEMA_TOO_OLD/NEW.
    */
   readOnly?: boolean
   /** See README: NORMAL (default) survives process crashes, FULL also power loss. */
@@ -553,7 +554,7 @@ export interface Orchestrator {
    * nothing; an actor that cannot be migrated is named in SNAPSHOT_INCOMPATIBLE), resume.
    */
   reload(options?: ReloadOptions): Promise<ReloadResult>
-  /** Serve the visual state inspector for this file on 127.0.0.1 (see README: Inspector). */
+  /** Serve the visual state inspector for this file or schema on 127.0.0.1 (see README: Inspector). */
   inspect(options?: InspectorOptions): Promise<Inspector>
   /** Run `fn` with intake paused the same way (e.g. to swap request handlers atomically). Do not call this orchestrator from inside `fn`. */
   barrier<T>(fn: () => Promise<T> | T): Promise<T>

@@ -76,14 +76,22 @@ export interface PgOpenOptions {
    * connections before the caller gets STORE_BUSY / STORE_UNAVAILABLE (default 30000 ms).
    */
   retryBudgetMs?: number
+  /**
+   * Every connection of the pool (and the LISTEN connection) is read-only at the server
+   * (`default_transaction_read_only`): a reader that tried to write would get an error
+   * from PostgreSQL, not a changed board.
+   */
+  readOnly?: boolean
 }
 
-const OPEN_OPTION_KEYS = ['schema', 'pool', 'retryBudgetMs'] as const
+const OPEN_OPTION_KEYS = ['schema', 'pool', 'retryBudgetMs', 'readOnly'] as const
 
 /** An open pool for one schema. */
 export interface PgConnection {
   readonly pool: Pool
   readonly schema: PgSchema
+  /** Its sessions are read-only at the server (PgOpenOptions.readOnly). */
+  readonly readOnly: boolean
   /** The URL without its password, for messages. */
   readonly where: string
   readonly retryBudgetMs: number
@@ -114,6 +122,20 @@ export function checkPgUrl(url: unknown): string {
   return parsed.toString()
 }
 
+const READ_ONLY_SETTING = '-c default_transaction_read_only=on'
+
+/**
+ * The URL with `default_transaction_read_only=on` added to its startup `options`. Set in
+ * the URL, not in the pool config: node-postgres lets a URL's own `options` replace the
+ * config's, so a URL that carried some would silently drop the setting.
+ */
+function readOnlyUrl(url: string): string {
+  const parsed = new URL(url)
+  const given = parsed.searchParams.get('options')
+  parsed.searchParams.set('options', given ? `${given} ${READ_ONLY_SETTING}` : READ_ONLY_SETTING)
+  return parsed.toString()
+}
+
 // int8 (oid 20) comes back as a string by default; lockstep's BIGINTs (times in ms, seqs,
 // versions) are within 2^53. Set per pool, never globally, so the host's own pg keeps its parsers.
 function parseInt8(text: string): number {
@@ -137,6 +159,8 @@ export async function openPool(url: unknown, options: PgOpenOptions = {}): Promi
   if (typeof retryBudgetMs !== 'number' || !Number.isFinite(retryBudgetMs) || retryBudgetMs < 0) {
     throw new InvalidInputError('retryBudgetMs must be a non-negative number of milliseconds', { field: 'retryBudgetMs' })
   }
+  const readOnly = opts.readOnly ?? false
+  if (typeof readOnly !== 'boolean') throw new InvalidInputError('readOnly must be true or false', { field: 'readOnly' })
   const pg = (await import('pg')).default
   const types = {
     getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
@@ -152,7 +176,7 @@ export async function openPool(url: unknown, options: PgOpenOptions = {}): Promi
     idle_in_transaction_session_timeout: 30_000,
     application_name: 'lockstep',
     ...poolOptions,
-    connectionString: url as string,
+    connectionString: readOnly ? readOnlyUrl(url as string) : (url as string),
     types,
   }
   const pool = new pg.Pool(clientConfig)
@@ -172,7 +196,11 @@ export async function openPool(url: unknown, options: PgOpenOptions = {}): Promi
     const onError = (error: unknown) => void (lost ??= error)
     client.on('error', onError)
     try {
-      await client.query('SELECT 1')
+      const probe = await client.query<{ read_only: string }>("SELECT current_setting('default_transaction_read_only') AS read_only")
+      // A server or pooler that dropped the startup option would make a reader writable.
+      if (readOnly && probe.rows[0]?.read_only !== 'on') {
+        throw new Error('the server did not apply default_transaction_read_only = on to a read-only connection')
+      }
     } finally {
       client.off('error', onError)
       client.release((lost as Error | null) ?? undefined)
@@ -185,6 +213,7 @@ export async function openPool(url: unknown, options: PgOpenOptions = {}): Promi
   return {
     pool,
     schema,
+    readOnly,
     where,
     retryBudgetMs,
     clientConfig,

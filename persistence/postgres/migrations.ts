@@ -294,3 +294,38 @@ async function readVersion(client: PoolClient, schema: PgSchema): Promise<number
   const result = await client.query<{ version: number | null }>(`SELECT max(version) AS version FROM ${schema.table('lockstep_migrations')}`)
   return result.rows[0]!.version ?? 0
 }
+
+/**
+ * For a reader (readOnly, the inspector), which never migrates: the schema's version, if
+ * it is a lockstep schema this version can read. Every migration so far only adds tables
+ * or indexes, so any version up to SCHEMA_VERSION reads. A missing schema, one without
+ * `lockstep_migrations` (new or another application's) or an empty one is
+ * STORE_OPEN_FAILED; a newer one SCHEMA_TOO_NEW. Reads only.
+ */
+export async function checkReadable(conn: PgConnection): Promise<number> {
+  const { schema } = conn
+  const where = `${conn.where} (schema ${schema.name})`
+  let client: PoolClient
+  try {
+    client = await conn.pool.connect()
+  } catch (error) {
+    throw new StoreOpenError(where, error)
+  }
+  let broken = false
+  const onError = () => void (broken = true)
+  client.on('error', onError)
+  try {
+    const version = await readVersion(client, schema)
+    if (version === null || version === 0) {
+      throw new StoreOpenError(where, null, `schema ${schema.name} holds no lockstep board (a read-only open never creates one)`)
+    }
+    if (version > SCHEMA_VERSION) throw new SchemaTooNewError(where, version, SCHEMA_VERSION)
+    return version
+  } catch (error) {
+    if (error instanceof SchemaTooNewError || error instanceof StoreOpenError) throw error
+    throw new StoreOpenError(where, error)
+  } finally {
+    client.off('error', onError)
+    client.release(broken ? new Error('lockstep: connection lost while reading the schema version') : undefined)
+  }
+}

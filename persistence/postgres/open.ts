@@ -4,9 +4,10 @@
  * migration refuses (SCHEMA_TOO_NEW, another application's schema).
  */
 import type { StoreDriver } from '../../src/core/kernel.js'
+import { ReadOnlyError } from '../../src/errors.js'
 import type { JournalSource, ReadDriver } from '../store.js'
 import { openPool, type PgConnection, type PgOpenOptions } from './connection.js'
-import { migrate, type MigrateResult } from './migrations.js'
+import { checkReadable, migrate, type MigrateResult } from './migrations.js'
 import { notifyWake, WakeListener } from './notify.js'
 import { PgJournalSource, PgReadDriver, PgReads } from './reads.js'
 import { PgDriver } from './store.js'
@@ -14,6 +15,11 @@ import { PgDriver } from './store.js'
 export async function openPostgres(url: unknown, options: PgOpenOptions = {}): Promise<PgConnection & { migrated: MigrateResult }> {
   const conn = await openPool(url, options)
   try {
+    if (conn.readOnly) {
+      // A reader never migrates: the schema must already be a board it can read.
+      const version = await checkReadable(conn)
+      return Object.assign(conn, { migrated: { from: version, to: version, applied: [] } })
+    }
     return Object.assign(conn, { migrated: await migrate(conn) })
   } catch (error) {
     await conn.close().catch(() => {})
@@ -70,7 +76,8 @@ function wakesOf(conn: PgConnection): StoreWakes {
       await listener.start()
     },
     announce() {
-      if (closed) return
+      // A read-only connection cannot NOTIFY; a reader commits nothing to announce anyway.
+      if (closed || conn.readOnly) return
       if (inFlight) again = true
       else send()
     },
@@ -84,9 +91,14 @@ function wakesOf(conn: PgConnection): StoreWakes {
 export async function openPostgresStore(url: string, options: PgOpenOptions = {}): Promise<OpenedPostgresStore> {
   const conn = await openPostgres(url, options)
   try {
-    const driver = await PgDriver.open(conn)
+    const where = `${conn.where} (schema ${conn.schema.name})`
+    const writer = await PgDriver.open(conn)
+    // A reader's writes are refused before any SQL, as on SQLite; the server would refuse them too.
+    const driver: StoreDriver = conn.readOnly
+      ? { write: () => Promise.reject(new ReadOnlyError(where)), now: () => writer.now(), nextTimerDue: () => writer.nextTimerDue() }
+      : writer
     return {
-      where: `${conn.where} (schema ${conn.schema.name})`,
+      where,
       driver,
       reads: new PgReadDriver(conn, new PgReads(conn)),
       journal: new PgJournalSource(conn),

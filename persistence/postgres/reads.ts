@@ -86,17 +86,22 @@ export class PgReadDriver implements ReadDriver {
     private readonly reads: ReadStore,
   ) {}
 
-  async read<T>(fn: (reads: ReadStore) => Awaitable<T>): Promise<T> {
-    const started = Date.now()
-    for (let delay = 50; ; delay = Math.min(delay * 2, 2_000)) {
-      try {
-        return await fn(this.reads)
-      } catch (error) {
-        if (classifyError(error) !== 'connection') throw error
-        const waited = Date.now() - started
-        if (waited >= this.conn.retryBudgetMs) throw new StoreUnavailableError(this.conn.where, waited, error)
-        await sleep(delay / 2 + Math.random() * delay)
-      }
+  read<T>(fn: (reads: ReadStore) => Awaitable<T>): Promise<T> {
+    return withReadRetry(this.conn, () => fn(this.reads))
+  }
+}
+
+/** Run reads, rerunning them after a dropped connection until the retry budget is spent (then STORE_UNAVAILABLE). */
+export async function withReadRetry<T>(conn: Pick<PgConnection, 'where' | 'retryBudgetMs'>, fn: () => Awaitable<T>): Promise<T> {
+  const started = Date.now()
+  for (let delay = 50; ; delay = Math.min(delay * 2, 2_000)) {
+    try {
+      return await fn()
+    } catch (error) {
+      if (classifyError(error) !== 'connection') throw error
+      const waited = Date.now() - started
+      if (waited >= conn.retryBudgetMs) throw new StoreUnavailableError(conn.where, waited, error)
+      await sleep(delay / 2 + Math.random() * delay)
     }
   }
 }

@@ -537,7 +537,7 @@ function usage(topic: string): string {
     ...commands.flatMap((c) => [`  ${synopsis(c)}`, `      ${c.summary}`]),
     ...(topic === ''
       ? [
-          '  lockstep inspect [--db PATH] [--port N] [--host H --token T]',
+          '  lockstep inspect [--db PATH|URL [--schema S]] [--port N] [--host H --token T]',
           "      serve the visual state inspector on 127.0.0.1 until interrupted (see 'lockstep inspect --help')",
         ]
       : []),
@@ -658,8 +658,14 @@ function openStore(command: Command, values: Values): Promise<Orchestrator> {
   const schema = text(values, 'schema')
   if (isPostgresUrl(db)) {
     // A one-shot command delivers no timers from its own loop (runDueTimers does, for
-    // writers); the MCP server lives long and does.
-    return createOrchestrator({ url: db, runTimers: command.name === 'mcp', ...(schema === undefined ? {} : { schema }) })
+    // writers); the MCP server lives long and does. Read commands open read-only, as on
+    // SQLite: their connections cannot write, and a missing schema is not created.
+    return createOrchestrator({
+      url: db,
+      runTimers: command.name === 'mcp',
+      readOnly: command.readsOnly === true,
+      ...(schema === undefined ? {} : { schema }),
+    })
   }
   if (schema !== undefined) throw new InvalidInputError('--schema goes with a postgres:// --db', { field: 'schema' })
   if (!command.createsDb && db !== ':memory:' && !existsSync(db)) {

@@ -2,7 +2,11 @@
  * `npm start`: a small DAG of tasks worked by a few worker processes on ./lockstep.db,
  * with progress printed as the journal commits and a summary at the end.
  *
- * Every run uses its own tenant, so repeated runs on the same file do not mix.
+ *   npm start -- [--db PATH | --db postgres://... [--schema S]] [--workers N] [--port P] [--exit]
+ *
+ * On PostgreSQL the workers open the same URL and schema (default `lockstep`, as for every
+ * lockstep tool, so `lockstep task list --db URL` sees the run without --schema).
+ * Every run uses its own tenant, so repeated runs on the same board do not mix.
  *
  * The worker processes stop when this process goes, however it goes (they watch their IPC
  * channel). A closed stdout (`npm start | head`) or a signal is a clean shutdown here:
@@ -16,15 +20,28 @@ import { createOrchestrator, type Inspector, type Task } from '../index.js'
 const { values } = parseArgs({
   options: {
     db: { type: 'string', default: './lockstep.db' },
+    schema: { type: 'string' },
     workers: { type: 'string', default: '3' },
     port: { type: 'string', default: '4600' },
     exit: { type: 'boolean', default: false },
   },
 })
-const path = values.db!
+const db = values.db!
+const isUrl = /^postgres(ql)?:\/\//i.test(db)
+if (values.schema !== undefined && !isUrl) throw new Error('--schema goes with a postgres:// --db')
+const schema = isUrl ? (values.schema ?? 'lockstep') : undefined
 const workerCount = Math.max(1, Math.min(16, Number(values.workers) || 3))
 
-const orch = await createOrchestrator({ path, defaults: { backoffBaseMs: 300 } })
+const store = schema === undefined ? { path: db } : { url: db, schema }
+const orch = await createOrchestrator({ ...store, defaults: { backoffBaseMs: 300 } })
+/** The --db (and --schema) to show in commands, without a password. */
+const dbArgs = schema === undefined ? `--db ${db}` : `--db ${withoutPassword(db)} --schema ${schema}`
+
+function withoutPassword(url: string): string {
+  const parsed = new URL(url)
+  if (parsed.password) parsed.password = '***'
+  return parsed.toString()
+}
 let workers: ChildProcess[] = []
 let inspector: Inspector | null = null
 /** Set when stdout's reader went away: every later line is dropped instead of thrown at. */
@@ -115,7 +132,8 @@ async function run(): Promise<void> {
   const workerScript = fileURLToPath(new URL('./worker.js', import.meta.url))
   // No new workers once shutting down (stdout may close while the tasks are being created).
   if (shuttingDown) await shuttingDown
-  workers = Array.from({ length: workerCount }, (_, i) => fork(workerScript, [path, tenant, `worker-${i + 1}`]))
+  // The same store: the file, or the URL and schema.
+  workers = Array.from({ length: workerCount }, (_, i) => fork(workerScript, [db, tenant, `worker-${i + 1}`, ...(schema === undefined ? [] : [schema])]))
 
   const total = titles.size
   for (;;) {
@@ -147,7 +165,7 @@ async function run(): Promise<void> {
   const sessions = (await orch.sessions.list({ limit: 10_000 })).filter((s) => s.id.startsWith(tenant))
   say(`  models:  ${sessions.map((s) => `${s.id.slice(tenant.length + 1)} answered by ${s.model} after ${s.log.length - 1} fallback(s)`).join('; ')}`)
   say(`  journal: ${journal.length} entries for this run (${journal.filter((e) => e.kind === 'heartbeat').length} heartbeats)`)
-  say(`\ninspect it: npx lockstep events --db ${path}   |   npx lockstep task list --db ${path} --tenant ${tenant}`)
+  say(`\ninspect it: npx lockstep events ${dbArgs}   |   npx lockstep task list ${dbArgs} --tenant ${tenant}`)
   process.exitCode = tasks.every((t) => t.status === 'done') ? 0 : 1
   finished = true
   if (values.exit) {

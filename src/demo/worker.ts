@@ -9,8 +9,9 @@
  */
 import { createOrchestrator, type WorkerPool } from '../index.js'
 
-const [path, tenant, worker] = process.argv.slice(2)
-if (!path || !tenant || !worker) throw new Error('usage: worker.js <db> <tenant> <worker>')
+// <db> is a SQLite path or a postgres:// URL; [schema] comes with a URL.
+const [db, tenant, worker, schema] = process.argv.slice(2)
+if (!db || !tenant || !worker) throw new Error('usage: worker.js <db> <tenant> <worker> [schema]')
 
 /** How long running handlers get to finish when the worker stops; then they are aborted and their claims released. */
 const STOP_GRACE_MS = 1_000
@@ -43,7 +44,7 @@ const sleep = (ms: number, signal: AbortSignal) =>
     })
   })
 
-const orch = await createOrchestrator({ path })
+const orch = await createOrchestrator(schema === undefined ? { path: db } : { url: db, schema })
 const pool: WorkerPool = orch.tasks.work({
   worker,
   tenant,
@@ -89,7 +90,7 @@ function askModel(taskId: string, title: string, inject: '429' | 'timeout', sign
 }
 
 // Stop claiming, give running handlers STOP_GRACE_MS, abort and release the rest (their
-// tasks are ready again at once for the other workers), close the file, leave.
+// tasks are ready again at once for the other workers), close the store, leave.
 stopNow = () => {
   void pool
     .stop({ timeoutMs: STOP_GRACE_MS })

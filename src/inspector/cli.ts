@@ -1,7 +1,7 @@
 /**
- * `lockstep inspect --db ./lockstep.db [--port 4600] [--host H --token T]`: serve the
- * inspector on a file until SIGINT/SIGTERM. Reads only: it opens the file read-only and
- * does not deliver timers or write anything.
+ * `lockstep inspect --db ./lockstep.db|postgres://... [--schema S] [--port 4600] [--host H
+ * --token T]`: serve the inspector on a file or a PostgreSQL schema until SIGINT/SIGTERM.
+ * Reads only: its connection is read-only at the database, and it delivers no timers.
  *
  * `argv` is what follows `inspect` on the command line. Resolves with the exit code:
  * 0 after a signal, 1 for a refused start (bad value, missing file, port in use), 2 for
@@ -13,12 +13,14 @@ import { parseArgs } from 'node:util'
 import { LockstepError } from '../errors.js'
 import { DEFAULT_INSPECTOR_PORT, startInspector } from './server.js'
 
-export const INSPECT_USAGE = `Usage: lockstep inspect [--db PATH] [--port N] [--host H --token T] [--json]
+export const INSPECT_USAGE = `Usage: lockstep inspect [--db PATH|URL [--schema S]] [--port N] [--host H --token T] [--json]
 
 Serve the visual state inspector (board, DAG, statecharts, journal with time travel,
-sessions) for a lockstep file, live, until Ctrl-C. Read-only.
+sessions) for a lockstep file or PostgreSQL schema, live (commits of every process and
+host appear as they happen), until Ctrl-C. Read-only at the database.
 
-  --db PATH     SQLite file (default ./lockstep.db)
+  --db PATH|URL SQLite file (default ./lockstep.db), or a postgres:// URL
+  --schema S    with a postgres:// --db: the schema (default lockstep)
   --port N      TCP port (default ${DEFAULT_INSPECTOR_PORT}; 0 picks a free one)
   --host H      interface to bind (default 127.0.0.1); any non-loopback host needs --token
   --token T     require this secret on every request (?token= or Authorization: Bearer);
@@ -61,6 +63,7 @@ export async function runInspectCommand(argv: string[], io: InspectIo = defaultI
       allowPositionals: false,
       options: {
         db: { type: 'string' },
+        schema: { type: 'string' },
         port: { type: 'string' },
         host: { type: 'string' },
         token: { type: 'string' },
@@ -82,14 +85,26 @@ export async function runInspectCommand(argv: string[], io: InspectIo = defaultI
     io.err(`lockstep: --port must be a number 0..65535\n${INSPECT_USAGE}`)
     return 2
   }
-  const path = typeof values.db === 'string' ? values.db : './lockstep.db'
+  const db = typeof values.db === 'string' ? values.db : './lockstep.db'
+  const schema = typeof values.schema === 'string' ? values.schema : undefined
   const token = typeof values.token === 'string' ? values.token : process.env.LOCKSTEP_INSPECT_TOKEN || undefined
   try {
-    if (!existsSync(path)) {
-      throw new LockstepError('INVALID_INPUT', `no lockstep database at ${resolve(path)}: run 'lockstep init' first, or pass --db`, { field: 'db', path: resolve(path) })
+    let target: { path: string } | { url: string; schema?: string }
+    let shown: string
+    if (/^postgres(ql)?:\/\//i.test(db)) {
+      target = { url: db, ...(schema === undefined ? {} : { schema }) }
+      // Never the password: the URL as the store names it.
+      shown = `${maskPassword(db)} (schema ${schema ?? 'lockstep'})`
+    } else {
+      if (schema !== undefined) throw new LockstepError('INVALID_INPUT', '--schema goes with a postgres:// --db', { field: 'schema' })
+      if (!existsSync(db)) {
+        throw new LockstepError('INVALID_INPUT', `no lockstep database at ${resolve(db)}: run 'lockstep init' first, or pass --db`, { field: 'db', path: resolve(db) })
+      }
+      target = { path: resolve(db) }
+      shown = resolve(db)
     }
-    const inspector = await startInspector(resolve(path), { port, host: typeof values.host === 'string' ? values.host : undefined, token })
-    io.out(asJson ? JSON.stringify({ url: inspector.url, port: inspector.port, host: inspector.host, db: resolve(path) }) : `lockstep inspector for ${resolve(path)}: ${inspector.url}  (Ctrl-C to stop)`)
+    const inspector = await startInspector(target, { port, host: typeof values.host === 'string' ? values.host : undefined, token })
+    io.out(asJson ? JSON.stringify({ url: inspector.url, port: inspector.port, host: inspector.host, db: shown }) : `lockstep inspector for ${shown}: ${inspector.url}  (Ctrl-C to stop)`)
     await (io.untilStopped ?? untilSignal)()
     await inspector.close()
     return 0
@@ -106,5 +121,15 @@ export async function runInspectCommand(argv: string[], io: InspectIo = defaultI
     if (asJson) io.out(JSON.stringify({ error: { code, message, details } }))
     else io.err(`error ${code}: ${message}`)
     return 1
+  }
+}
+
+function maskPassword(url: string): string {
+  try {
+    const parsed = new URL(url)
+    if (parsed.password) parsed.password = '***'
+    return parsed.toString()
+  } catch {
+    return url.replace(/:[^:@/]*@/, ':***@')
   }
 }

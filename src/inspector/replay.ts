@@ -94,8 +94,8 @@ function journalKindsOf(actions: Array<{ type: string; params?: unknown }>): str
 
 const sameList = (a: string[], b: string[]) => a.length === b.length && a.every((x, i) => x === b[i])
 
-export function replayActor(store: InspectorStore, machine: AnyStateMachine | null, actor: ActorInfo): Replay {
-  const rows = store.actorJournalAsc(actor.id, actor.machineId, MAX_REPLAY_ENTRIES + 1)
+export async function replayActor(store: InspectorStore, machine: AnyStateMachine | null, actor: ActorInfo): Promise<Replay> {
+  const rows = await store.actorJournalAsc(actor.id, actor.machineId, MAX_REPLAY_ENTRIES + 1)
   const truncated = rows.length > MAX_REPLAY_ENTRIES
   if (truncated) rows.length = MAX_REPLAY_ENTRIES
   const steps = stepsOf(rows)
@@ -157,7 +157,7 @@ export function replayActor(store: InspectorStore, machine: AnyStateMachine | nu
     if (actor.machineId === TASK_MACHINE) {
       if (base.type === 'CREATE' && Array.isArray(base.parents)) for (const p of base.parents) if (typeof p === 'string') parents.add(p)
       const withToken = FENCED.has(String(base.type)) ? { token: (snapshot.context as { token?: unknown }).token } : {}
-      const exact = taskFacts(store, parents, base, recorded.firstSeq)
+      const exact = await taskFacts(store, parents, base, recorded.firstSeq)
       if (exact) candidates.push({ ...base, ...withToken, facts: exact })
       for (const facts of [
         { unfinished: 0, failed: [] },
@@ -214,14 +214,15 @@ export function replayActor(store: InspectorStore, machine: AnyStateMachine | nu
  * being unlinked) and whether each was finished or failed, from each parent's last journal
  * entry before the step. Null when there are too many parents to look up.
  */
-function taskFacts(store: InspectorStore, parents: Set<string>, event: Record<string, unknown>, seq: number): { unfinished: number; failed: string[] } | null {
+async function taskFacts(store: InspectorStore, parents: Set<string>, event: Record<string, unknown>, seq: number): Promise<{ unfinished: number; failed: string[] } | null> {
   const ids = new Set(parents)
   if (event.type === 'LINK' && typeof event.parentId === 'string') ids.add(event.parentId)
   if (event.type === 'UNLINK' && typeof event.parentId === 'string') ids.delete(event.parentId)
   if (ids.size > MAX_PARENTS_FOR_FACTS) return null
   const facts = { unfinished: 0, failed: [] as string[] }
+  const lastEntries = await store.lastEntriesBefore([...ids], TASK_MACHINE, seq)
   for (const id of ids) {
-    const last = store.lastEntryBefore(id, TASK_MACHINE, seq)
+    const last = lastEntries.get(id)
     const state = last?.state_after ?? 'todo'
     // Done, or archived after done, is finished (tasks.ts: completed_at is set).
     const finished = state === 'done' || (state === 'archived' && last?.state_before === 'done')

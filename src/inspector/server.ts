@@ -4,10 +4,12 @@
  *   const inspector = await startInspector(orch)          // http://127.0.0.1:4600/
  *   await inspector.close()
  *
- * It reads the file through its own read-only SQLite connection (never writes), serves a
- * page (plain HTML/CSS/JS, no CDN, works offline; elkjs lays out the graphs in the
- * browser, served from node_modules) and a JSON API, and streams every committed journal
- * entry of any process as server-sent events, noticed by polling `PRAGMA data_version`.
+ * It reads a SQLite file or a PostgreSQL schema through a connection of its own that is
+ * read-only at the database (never writes), serves a page (plain HTML/CSS/JS, no CDN,
+ * works offline; elkjs lays out the graphs in the browser, served from node_modules) and
+ * a JSON API, and streams every committed journal entry of any process or host as
+ * server-sent events, following the journal up to its safe horizon (SQLite: noticed by
+ * polling `PRAGMA data_version`; PostgreSQL: journal.ts).
  *
  * It binds 127.0.0.1 by default. Any other host needs a token, and then every request
  * must carry it (`?token=` or `Authorization: Bearer`).
@@ -22,7 +24,6 @@ import { fileURLToPath } from 'node:url'
 import type { AnyStateMachine } from 'xstate'
 import { SESSION_MACHINE_ID, SESSION_MACHINE_VERSION, sessionMachine } from '../../machines/session.js'
 import { TASK_MACHINE_ID, TASK_MACHINE_VERSION, TASK_STATUSES, taskMachine } from '../../machines/task.js'
-import { isBusyError } from '../../persistence/sqlite/connection.js'
 import { InvalidInputError, LockstepError } from '../errors.js'
 import { toSession } from '../sessions.js'
 import { toRun, toTask } from '../task-board.js'
@@ -30,7 +31,8 @@ import type { Inspector, InspectorOptions, Orchestrator, StatelyInspectorLike } 
 import { requireOptions, requireRecord } from '../validate.js'
 import { publicContext, replayActor, ReplayCache, type Replay } from './replay.js'
 import { statechartOf, takenTransition, type Statechart } from './statechart.js'
-import { InspectorStore, type JournalRowLite, type TaskRowFull } from './store.js'
+import type { SessionListRow } from '../../persistence/store.js'
+import { InspectorStore, type InspectTarget, type JournalRowLite, type SessionRowFull, type TaskRowFull } from './store.js'
 
 export type { Inspector, InspectorOptions, StatelyInspectorLike } from '../types.js'
 
@@ -45,18 +47,50 @@ const SSE_BACKLOG = 2_000
 const SSE_MAX_BUFFER = 4 * 1024 * 1024
 const SSE_PING_MS = 15_000
 
-/** Start the inspector on an orchestrator (its file) or a database path. */
-export async function startInspector(target: Orchestrator | string | { path: string }, options: InspectorOptions = {}): Promise<Inspector> {
-  const path = typeof target === 'string' ? target : target?.path
-  if (typeof path !== 'string' || path === '') throw new InvalidInputError('startInspector needs an orchestrator or a database path', { field: 'path' })
+/**
+ * Where an orchestrator opened on a PostgreSQL URL reads, for startInspector(orch): its
+ * `path` names the URL without the password, which cannot connect. Held here rather than on
+ * the orchestrator, so the URL with its password is not a property anyone can print.
+ */
+const orchestratorTargets = new WeakMap<object, InspectTarget>()
+
+/** Called by createOrchestrator for a store that is not a file. */
+export function registerInspectTarget(orch: object, target: InspectTarget): void {
+  orchestratorTargets.set(orch, target)
+}
+
+const isPostgresUrl = (value: string) => /^postgres(ql)?:\/\//i.test(value)
+
+function targetOf(target: unknown): InspectTarget {
+  if (typeof target === 'string' && target !== '') return isPostgresUrl(target) ? { url: target } : { path: target }
+  if (target && typeof target === 'object') {
+    const registered = orchestratorTargets.get(target)
+    if (registered) return registered
+    const t = target as { path?: unknown; url?: unknown; schema?: unknown; pool?: unknown }
+    if (typeof t.url === 'string' && isPostgresUrl(t.url)) {
+      if (t.schema !== undefined && typeof t.schema !== 'string') throw new InvalidInputError('schema must be a string', { field: 'schema' })
+      if (t.pool !== undefined && (typeof t.pool !== 'object' || t.pool === null)) throw new InvalidInputError('pool must be an object', { field: 'pool' })
+      return { url: t.url, schema: t.schema as string | undefined, pool: t.pool as Record<string, unknown> | undefined }
+    }
+    if (typeof t.path === 'string' && t.path !== '') return { path: t.path }
+  }
+  throw new InvalidInputError('startInspector needs an orchestrator, a database path, a postgres:// URL or { url, schema }', { field: 'path' })
+}
+
+/** Start the inspector on an orchestrator (its store), a database path, or a PostgreSQL URL (`{ url, schema }` for another schema than `lockstep`). */
+export async function startInspector(
+  target: Orchestrator | string | { path: string } | { url: string; schema?: string; pool?: Record<string, unknown> },
+  options: InspectorOptions = {},
+): Promise<Inspector> {
+  const where = targetOf(target)
   const o = validateOptions(options)
   const stately = await statelyInspector(options.stately)
   let store: InspectorStore | null = null
   try {
-    store = new InspectorStore(path)
+    store = await InspectorStore.open(where)
     return await serve(store, o, stately)
   } catch (error) {
-    store?.close()
+    await store?.close()
     if (stately?.owned) stately.inspector.stop?.()
     throw error
   }
@@ -87,7 +121,7 @@ async function statelyInspector(option: InspectorOptions['stately']): Promise<{ 
 }
 
 /** `inspect({ db })`: the same as startInspector(db, options); `orch.inspect(options)` binds `db`. */
-export function inspect(options: InspectorOptions & { db: Orchestrator | string }): Promise<Inspector> {
+export function inspect(options: InspectorOptions & { db: Orchestrator | string | { url: string; schema?: string } }): Promise<Inspector> {
   const { db, ...rest } = options ?? ({} as { db: string })
   return startInspector(db, rest)
 }
@@ -236,6 +270,8 @@ const CSP = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inl
 interface SseClient {
   res: ServerResponse
   lagging: boolean
+  /** Chunks streamed before its hello was written (null once it was). */
+  queue: string[] | null
 }
 
 async function serve(store: InspectorStore, o: ValidOptions, stately: { inspector: StatelyInspectorLike; owned: boolean } | null): Promise<Inspector> {
@@ -244,9 +280,15 @@ async function serve(store: InspectorStore, o: ValidOptions, stately: { inspecto
   const replays = new ReplayCache()
   const clients = new Set<SseClient>()
   const sockets = new Set<Socket>()
-  let feedCursor = store.maxSeq()
-  let lastDataVersion = -1
+  /** Every entry up to here has been streamed (or predates every open stream). */
+  let feedCursor = await store.horizon()
+  /** More entries may be ready without a new commit (a full batch, or a horizon still waiting). */
   let pending = false
+  let polling = false
+  /** The stream's cursor catching up to the present before a first client (the entries before it are nobody's to stream). */
+  let restarting: Promise<void> | null = null
+  /** Bumped when the stream restarts from the current horizon: a poll in flight then drops what it read. */
+  let epoch = 0
   let pollTimer: NodeJS.Timeout | null = null
   let pingTimer: NodeJS.Timeout | null = null
   let closed: Promise<void> | null = null
@@ -265,11 +307,12 @@ async function serve(store: InspectorStore, o: ValidOptions, stately: { inspecto
     return c
   }
 
-  const summary = () => store.summary(TASK_STATUSES, SESSION_STATUSES)
+  const summary = (seq: number) => store.summary(TASK_STATUSES, SESSION_STATUSES, seq)
 
   // ---- the event stream: one poll loop for all clients ----
 
   const send = (client: SseClient, chunk: string) => {
+    if (client.queue) return void client.queue.push(chunk)
     if (client.lagging || client.res.writableEnded) return
     client.res.write(chunk)
     if (client.res.writableLength > SSE_MAX_BUFFER) {
@@ -283,15 +326,15 @@ async function serve(store: InspectorStore, o: ValidOptions, stately: { inspecto
   }
 
   /** Journal rows as the page gets them: each with its actor's current projection (one lookup per actor). */
-  const enrich = (rows: JournalRowLite[]): Array<Record<string, unknown>> => {
+  const enrich = async (rows: JournalRowLite[]): Promise<Array<Record<string, unknown>>> => {
     const taskIds = new Set<string>()
     const sessionIds = new Set<string>()
     for (const r of rows) {
       if (r.machine_id === TASK_MACHINE_ID) taskIds.add(r.actor_id)
       else if (r.machine_id === SESSION_MACHINE_ID) sessionIds.add(r.actor_id)
     }
-    const tasks = new Map(store.tasksLite([...taskIds]).map((t) => [t.id, t]))
-    const sessions = new Map(store.sessionsLite([...sessionIds]).map((s) => [s.id, sessionLite(s)]))
+    const tasks = new Map((await store.tasksLite([...taskIds])).map((t) => [t.id, t]))
+    const sessions = new Map((await store.sessionsLite([...sessionIds])).map((s) => [s.id, sessionLite(s)]))
     return rows.map((r) => {
       const data: Record<string, unknown> = entryJson(r, SSE_EVENT_CHARS)
       if (r.machine_id === TASK_MACHINE_ID) data.task = tasks.get(r.actor_id) ?? null
@@ -300,30 +343,43 @@ async function serve(store: InspectorStore, o: ValidOptions, stately: { inspecto
     })
   }
 
-  const entryMessages = (rows: JournalRowLite[]): string => {
+  const entryMessages = async (rows: JournalRowLite[]): Promise<string> => {
     let out = ''
-    for (const data of enrich(rows)) out += `id: ${data.seq}\nevent: entry\ndata: ${JSON.stringify(data)}\n\n`
+    for (const data of await enrich(rows)) out += `id: ${data.seq}\nevent: entry\ndata: ${JSON.stringify(data)}\n\n`
     return out
   }
 
   const bridge = stately ? new StatelyBridge(stately.inspector, store, o.machines) : null
 
+  /** One look at the journal: entries up to the horizon, streamed in seq order. One at a time. */
+  let inFlight: Promise<void> = Promise.resolve()
   const poll = () => {
-    if (clients.size === 0 && !bridge) return
+    if (polling || restarting || closed || (clients.size === 0 && !bridge)) return
+    polling = true
+    inFlight = look()
+  }
+  const look = async () => {
+    const started = epoch
     try {
-      const version = store.dataVersion()
-      if (version === lastDataVersion && !pending) return
-      lastDataVersion = version
-      const rows = store.journalAfter(feedCursor, SSE_BATCH)
-      pending = rows.length === SSE_BATCH // more to read: the next tick goes on without waiting for a commit
-      if (rows.length === 0) return
-      feedCursor = rows[rows.length - 1]!.seq
-      bridge?.send(rows)
-      if (clients.size === 0) return
-      const chunk = entryMessages(rows) + `event: summary\ndata: ${JSON.stringify(summary())}\n\n`
-      for (const client of clients) send(client, chunk)
+      if (!(await store.changed()) && !pending) return
+      // Until this look succeeds, the next tick looks again even without a new commit.
+      pending = true
+      const horizon = await store.horizon()
+      const rows = horizon > feedCursor ? await store.journalAfter(feedCursor, horizon, SSE_BATCH) : []
+      // A full batch: more to read, the next tick goes on without waiting for a commit.
+      const full = rows.length === SSE_BATCH
+      const cursor = full ? rows[rows.length - 1]!.seq : Math.max(feedCursor, horizon)
+      const chunk = rows.length > 0 && clients.size > 0 ? (await entryMessages(rows)) + `event: summary\ndata: ${JSON.stringify(await summary(cursor))}\n\n` : ''
+      if (started !== epoch) return
+      feedCursor = cursor
+      pending = full
+      if (rows.length > 0) await bridge?.send(rows)
+      if (chunk) for (const client of clients) send(client, chunk)
     } catch (error) {
-      if (!isBusyError(error)) console.error('[lockstep inspector]', error)
+      // Busy or unreachable: the next tick tries again from the same cursor.
+      if (!(error instanceof LockstepError && (error.code === 'STORE_BUSY' || error.code === 'STORE_UNAVAILABLE'))) console.error('[lockstep inspector]', error)
+    } finally {
+      polling = false
     }
   }
 
@@ -332,38 +388,51 @@ async function serve(store: InspectorStore, o: ValidOptions, stately: { inspecto
     pollTimer = setInterval(poll, o.pollMs)
     pollTimer.unref()
   }
-  if (bridge) {
-    lastDataVersion = store.dataVersion()
-    startPolling()
-  }
+  if (bridge) startPolling()
 
-  const openStream = (req: IncomingMessage, res: ServerResponse, params: Params) => {
+  const openStream = async (req: IncomingMessage, res: ServerResponse, params: Params) => {
     const lastEventId = req.headers['last-event-id']
     let after = params.int('after', 0, Number.MAX_SAFE_INTEGER)
     if (after === undefined && typeof lastEventId === 'string' && /^\d{1,16}$/.test(lastEventId)) after = Number(lastEventId)
+    // Entries streamed while its hello is being read wait in its queue, so it misses none.
+    const client: SseClient = { res, lagging: false, queue: [] }
     if (clients.size === 0 && !bridge) {
-      feedCursor = store.maxSeq()
-      lastDataVersion = store.dataVersion()
-      pending = false
-    }
-    res.writeHead(200, {
-      ...SECURITY_HEADERS,
-      'Content-Type': 'text/event-stream; charset=utf-8',
-      Connection: 'keep-alive',
-      'X-Accel-Buffering': 'no',
-    })
-    const client: SseClient = { res, lagging: false }
-    let hello = `retry: 2000\nevent: hello\ndata: ${JSON.stringify({ seq: feedCursor, summary: summary() })}\n\n`
-    if (after !== undefined && after < feedCursor) {
-      const backlog = store.journalAfter(after, SSE_BACKLOG + 1).filter((r) => r.seq <= feedCursor)
-      if (backlog.length > SSE_BACKLOG) hello += `event: resync\ndata: ${JSON.stringify({ seq: feedCursor })}\n\n`
-      else hello += entryMessages(backlog)
+      epoch++ // a poll still in flight for a stream that ended drops what it read
+      restarting ??= store
+        .horizon()
+        .then((horizon) => {
+          feedCursor = Math.max(feedCursor, horizon)
+          pending = false
+        })
+        .finally(() => (restarting = null))
     }
     clients.add(client)
-    send(client, hello)
     const drop = () => clients.delete(client)
     req.on('close', drop)
     res.on('close', drop)
+    try {
+      await restarting
+      const cursor = feedCursor
+      let hello = `retry: 2000\nevent: hello\ndata: ${JSON.stringify({ seq: cursor, summary: await summary(cursor) })}\n\n`
+      if (after !== undefined && after < cursor) {
+        const backlog = await store.journalAfter(after, cursor, SSE_BACKLOG + 1)
+        if (backlog.length > SSE_BACKLOG) hello += `event: resync\ndata: ${JSON.stringify({ seq: cursor })}\n\n`
+        else hello += await entryMessages(backlog)
+      }
+      res.writeHead(200, {
+        ...SECURITY_HEADERS,
+        'Content-Type': 'text/event-stream; charset=utf-8',
+        Connection: 'keep-alive',
+        'X-Accel-Buffering': 'no',
+      })
+      const queued = client.queue!
+      client.queue = null
+      send(client, hello)
+      for (const chunk of queued) send(client, chunk)
+    } catch (error) {
+      drop()
+      throw error
+    }
     startPolling()
     if (!pingTimer) {
       pingTimer = setInterval(() => {
@@ -375,8 +444,8 @@ async function serve(store: InspectorStore, o: ValidOptions, stately: { inspecto
 
   // ---- JSON API ----
 
-  const replayOf = (actorId: string, machineId: string, row: { state: string; snapshot: string; machine_version: number }): Replay => {
-    const lastSeq = store.lastActorSeq(actorId, machineId)
+  const replayOf = async (actorId: string, machineId: string, row: { state: string; snapshot: string; machine_version: number }): Promise<Replay> => {
+    const lastSeq = await store.lastActorSeq(actorId, machineId)
     const cached = replays.get(actorId, lastSeq)
     if (cached) return cached
     const def = o.machines.get(machineId)
@@ -386,7 +455,7 @@ async function serve(store: InspectorStore, o: ValidOptions, stately: { inspecto
     } catch {
       snapshot = null
     }
-    const replay = replayActor(store, def?.machine ?? null, {
+    const replay = await replayActor(store, def?.machine ?? null, {
       id: actorId,
       machineId,
       state: row.state,
@@ -398,19 +467,20 @@ async function serve(store: InspectorStore, o: ValidOptions, stately: { inspecto
     return replay
   }
 
-  const findActor = (id: string): { kind: 'task'; row: TaskRowFull } | { kind: 'session'; row: NonNullable<ReturnType<InspectorStore['session']>> } | null => {
-    const task = store.task(id)
+  const findActor = async (id: string): Promise<{ kind: 'task'; row: TaskRowFull } | { kind: 'session'; row: SessionRowFull } | null> => {
+    const task = await store.task(id)
     if (task) return { kind: 'task', row: task }
-    const session = store.session(id)
+    const session = await store.session(id)
     if (session) return { kind: 'session', row: session }
     return null
   }
 
-  const journalPage = (actorId: string, machineId: string, before: number | undefined, limit: number) => {
-    const rows = store.actorJournalDesc(actorId, machineId, before ?? Number.MAX_SAFE_INTEGER, limit + 1)
+  const journalPage = async (actorId: string, machineId: string, before: number | undefined, limit: number) => {
+    const rows = await store.actorJournalDesc(actorId, machineId, before ?? Number.MAX_SAFE_INTEGER, limit + 1)
     const more = rows.length > limit
     if (more) rows.length = limit
-    return { entries: rows.map((r) => entryJson(r, MAX_EVENT_CHARS)), next: more ? rows[rows.length - 1]!.seq : null, total: store.actorJournalCount(actorId, machineId) }
+    const total = await store.actorJournalCount(actorId, machineId)
+    return { entries: rows.map((r) => entryJson(r, MAX_EVENT_CHARS)), next: more ? rows[rows.length - 1]!.seq : null, total }
   }
 
   const actorPath = (rest: string): { id: string; sub: string | null } => {
@@ -426,10 +496,10 @@ async function serve(store: InspectorStore, o: ValidOptions, stately: { inspecto
     return { id, sub: sub ?? null }
   }
 
-  const api = (path: string, search: URLSearchParams): unknown => {
+  const api = async (path: string, search: URLSearchParams): Promise<unknown> => {
     if (path === '/api/summary') {
       new Params(search, [])
-      return summary()
+      return summary(await store.horizon())
     }
     if (path === '/api/tasks') {
       const p = new Params(search, ['status', 'assignee', 'tenant', 'q', 'after', 'limit'])
@@ -445,7 +515,7 @@ async function serve(store: InspectorStore, o: ValidOptions, stately: { inspecto
     if (path === '/api/graph') {
       const p = new Params(search, ['status', 'assignee', 'tenant', 'q', 'focus', 'depth', 'limit'])
       const focus = p.str('focus')
-      if (focus !== undefined && !store.taskExists(focus)) throw notFound(`task ${JSON.stringify(focus)}`, { field: 'focus', id: focus })
+      if (focus !== undefined && !(await store.taskExists(focus))) throw notFound(`task ${JSON.stringify(focus)}`, { field: 'focus', id: focus })
       return store.graph({
         status: p.oneOf('status', TASK_STATUSES),
         assignee: p.str('assignee'),
@@ -458,7 +528,7 @@ async function serve(store: InspectorStore, o: ValidOptions, stately: { inspecto
     }
     if (path === '/api/sessions') {
       const p = new Params(search, ['status', 'after', 'limit'])
-      const page = store.listSessions({ status: p.oneOf('status', SESSION_STATUSES), after: p.str('after'), limit: p.int('limit', 1, 1_000) ?? 100 })
+      const page = await store.listSessions({ status: p.oneOf('status', SESSION_STATUSES), after: p.str('after'), limit: p.int('limit', 1, 1_000) ?? 100 })
       return { sessions: page.rows.map(sessionLite), next: page.next }
     }
     if (path.startsWith('/api/sessions/')) {
@@ -467,9 +537,9 @@ async function serve(store: InspectorStore, o: ValidOptions, stately: { inspecto
       const p = new Params(search, ['before', 'limit'])
       const before = p.int('before', 1, Number.MAX_SAFE_INTEGER)
       const limit = p.int('limit', 1, 500) ?? 50
-      const row = store.session(id)
+      const row = await store.session(id)
       if (!row) throw notFound(`session ${JSON.stringify(id)}`, { id })
-      return sessionJson(row, journalPage(id, SESSION_MACHINE_ID, before, limit))
+      return sessionJson(row, await journalPage(id, SESSION_MACHINE_ID, before, limit))
     }
     if (path.startsWith('/api/machines/')) {
       const { id, sub } = actorPath(path.slice('/api/machines/'.length))
@@ -483,8 +553,9 @@ async function serve(store: InspectorStore, o: ValidOptions, stately: { inspecto
       const p = new Params(search, ['after', 'limit'])
       const after = p.int('after', 0, Number.MAX_SAFE_INTEGER)
       const limit = p.int('limit', 1, 1_000) ?? 100
-      const rows = after === undefined ? store.journalAfter(Math.max(0, store.maxSeq() - limit), limit) : store.journalAfter(after, limit)
-      return { entries: enrich(rows), seq: store.maxSeq() }
+      const horizon = await store.horizon()
+      const rows = after === undefined ? await store.latestJournal(horizon, limit) : await store.journalAfter(after, horizon, limit)
+      return { entries: await enrich(rows), seq: horizon }
     }
     if (path.startsWith('/api/actors/')) {
       const { id, sub } = actorPath(path.slice('/api/actors/'.length))
@@ -493,10 +564,10 @@ async function serve(store: InspectorStore, o: ValidOptions, stately: { inspecto
         const before = p.int('before', 1, Number.MAX_SAFE_INTEGER)
         const limit = p.int('limit', 1, 500) ?? 50
         const runLimit = sub === null ? (p.int('runs', 0, 1_000) ?? 100) : 0
-        const actor = findActor(id)
+        const actor = await findActor(id)
         if (!actor) throw notFound(`actor ${JSON.stringify(id)}`, { id })
         const machineId = actor.row.machine_id
-        const journal = journalPage(id, machineId, before, limit)
+        const journal = await journalPage(id, machineId, before, limit)
         if (sub === 'journal') return journal
         if (actor.kind === 'session') return { ...sessionJson(actor.row, journal), kind: 'session' }
         return taskJson(actor.row, journal, runLimit)
@@ -505,9 +576,9 @@ async function serve(store: InspectorStore, o: ValidOptions, stately: { inspecto
         const p = new Params(search, ['seq'])
         const seq = p.int('seq', 1, Number.MAX_SAFE_INTEGER)
         if (seq === undefined) throw badParam('seq', 'is required')
-        const actor = findActor(id)
+        const actor = await findActor(id)
         if (!actor) throw notFound(`actor ${JSON.stringify(id)}`, { id })
-        const entry = store.entry(seq)
+        const entry = await store.entry(seq)
         if (!entry || entry.actor_id !== id || entry.machine_id !== actor.row.machine_id) {
           throw notFound(`journal entry ${seq} of actor ${JSON.stringify(id)}`, { id, seq })
         }
@@ -518,10 +589,10 @@ async function serve(store: InspectorStore, o: ValidOptions, stately: { inspecto
     throw new HttpError(404, 'NOT_FOUND', `no endpoint ${path}`)
   }
 
-  const snapshotJson = (row: { id: string; machine_id: string; state: string; snapshot: string; machine_version: number }, entry: JournalRowLite) => {
-    const steps = store.stepEntries(row.id, row.machine_id, entry.actor_version)
+  const snapshotJson = async (row: { id: string; machine_id: string; state: string; snapshot: string; machine_version: number }, entry: JournalRowLite) => {
+    const steps = await store.stepEntries(row.id, row.machine_id, entry.actor_version)
     const kinds = steps.map((s) => s.kind)
-    const replay = replayOf(row.id, row.machine_id, row)
+    const replay = await replayOf(row.id, row.machine_id, row)
     const step = replay.steps.find((s) => s.actorVersion === entry.actor_version) ?? null
     const c = chart(row.machine_id)
     const taken = c ? takenTransition(c, { stateBefore: entry.state_before, stateAfter: entry.state_after, eventType: entry.event_type, kinds }) : null
@@ -543,8 +614,12 @@ async function serve(store: InspectorStore, o: ValidOptions, stately: { inspecto
     }
   }
 
-  const taskJson = (row: TaskRowFull, journal: ReturnType<typeof journalPage>, runLimit: number) => {
-    const runs = store.runs(row.id, runLimit)
+  type JournalPageJson = Awaited<ReturnType<typeof journalPage>>
+
+  const taskJson = async (row: TaskRowFull, journal: JournalPageJson, runLimit: number) => {
+    const runs = await store.runs(row.id, runLimit)
+    const parents = await store.parents(row.id, 200)
+    const children = await store.children(row.id, 200)
     return {
       kind: 'task',
       id: row.id,
@@ -555,8 +630,8 @@ async function serve(store: InspectorStore, o: ValidOptions, stately: { inspecto
       status: row.status,
       task: {
         n: row.n,
-        ...toTask({ ...row, parents: JSON.stringify(store.parents(row.id, 200)) }),
-        children: store.children(row.id, 200),
+        ...toTask({ ...row, parents: JSON.stringify(parents) }),
+        children,
       },
       context: publicContext((parseJson(row.snapshot) as { context?: unknown } | null)?.context),
       runs: {
@@ -567,7 +642,7 @@ async function serve(store: InspectorStore, o: ValidOptions, stately: { inspecto
     }
   }
 
-  const sessionJson = (row: NonNullable<ReturnType<InspectorStore['session']>>, journal: ReturnType<typeof journalPage>) => {
+  const sessionJson = (row: SessionRowFull, journal: JournalPageJson) => {
     const snapshot = JSON.parse(row.snapshot) as { context?: { policy?: unknown } }
     return {
       kind: 'session',
@@ -610,10 +685,10 @@ async function serve(store: InspectorStore, o: ValidOptions, stately: { inspecto
     }
     if (error instanceof HttpError) return json(res, error.status, { error: { code: error.code, message: error.message, details: error.details } }, head)
     if (error instanceof LockstepError) {
-      const status = error.code === 'INVALID_INPUT' ? 400 : error.code === 'STORE_BUSY' ? 503 : 500
+      // Busy or unreachable is the store's state, not the request's fault: try again.
+      const status = error.code === 'INVALID_INPUT' ? 400 : error.code === 'STORE_BUSY' || error.code === 'STORE_UNAVAILABLE' ? 503 : 500
       return json(res, status, { error: { code: error.code, message: error.message, details: error.details } }, head)
     }
-    if (isBusyError(error)) return json(res, 503, { error: { code: 'STORE_BUSY', message: 'the database is busy; try again', details: {} } }, head)
     console.error('[lockstep inspector]', error)
     return json(res, 500, { error: { code: 'INTERNAL', message: 'internal error', details: {} } }, head)
   }
@@ -663,7 +738,7 @@ async function serve(store: InspectorStore, o: ValidOptions, stately: { inspecto
           res.end()
           return
         }
-        openStream(req, res, params)
+        openStream(req, res, params).catch((error: unknown) => fail(res, error, head))
         return
       }
       if (path === '/favicon.ico') {
@@ -671,7 +746,13 @@ async function serve(store: InspectorStore, o: ValidOptions, stately: { inspecto
         res.end()
         return
       }
-      if (path.startsWith('/api/')) return json(res, 200, api(path, url.searchParams), head)
+      if (path.startsWith('/api/')) {
+        api(path, url.searchParams).then(
+          (body) => json(res, 200, body, head),
+          (error: unknown) => fail(res, error, head),
+        )
+        return
+      }
       throw new HttpError(404, 'NOT_FOUND', `no page ${path}`)
     } catch (error) {
       fail(res, error, head)
@@ -707,8 +788,10 @@ async function serve(store: InspectorStore, o: ValidOptions, stately: { inspecto
         pollTimer = pingTimer = null
         for (const client of clients) client.res.end()
         clients.clear()
-        server.close(() => {
-          store.close()
+        server.close(async () => {
+          // A look at the journal still under way finishes before its connection closes.
+          await inFlight
+          await store.close().catch(() => {})
           if (stately?.owned) {
             try {
               stately.inspector.stop?.()
@@ -753,7 +836,7 @@ function entryJson(r: JournalRowLite, maxEventChars: number) {
   }
 }
 
-function sessionLite(r: Record<string, unknown>) {
+function sessionLite(r: SessionListRow) {
   return {
     n: r.n,
     id: r.id,
@@ -792,12 +875,12 @@ class StatelyBridge {
     private readonly machines: Map<string, { machine: AnyStateMachine; version: number }>,
   ) {}
 
-  send(rows: JournalRowLite[]): void {
+  async send(rows: JournalRowLite[]): Promise<void> {
     try {
       const contexts = new Map<string, Record<string, unknown> | null>()
-      const contextOf = (r: JournalRowLite) => {
+      const contextOf = async (r: JournalRowLite) => {
         if (!contexts.has(r.actor_id)) {
-          const row = r.machine_id === TASK_MACHINE_ID ? this.store.task(r.actor_id) : r.machine_id === SESSION_MACHINE_ID ? this.store.session(r.actor_id) : null
+          const row = r.machine_id === TASK_MACHINE_ID ? await this.store.task(r.actor_id) : r.machine_id === SESSION_MACHINE_ID ? await this.store.session(r.actor_id) : null
           contexts.set(r.actor_id, row ? publicContext((parseJson(row.snapshot) as { context?: unknown } | null)?.context) : null)
         }
         return contexts.get(r.actor_id) ?? undefined
@@ -807,7 +890,7 @@ class StatelyBridge {
         // One step (event) can write several entries: send it once.
         if (previous && previous.actor_id === r.actor_id && previous.actor_version === r.actor_version) continue
         previous = r
-        const snapshot = { status: r.state_after === 'archived' || r.state_after === 'deleted' ? 'done' : 'active', value: stateValueOf(r.state_after), context: contextOf(r) }
+        const snapshot = { status: r.state_after === 'archived' || r.state_after === 'deleted' ? 'done' : 'active', value: stateValueOf(r.state_after), context: await contextOf(r) }
         if (!this.announced.has(r.actor_id)) {
           if (this.announced.size >= 100_000) this.announced.clear()
           this.announced.add(r.actor_id)

@@ -1,26 +1,24 @@
 /**
- * The inspector's read side: its own read-only SQLite connection to the orchestrator's
- * file, and the queries behind the JSON API. It never writes (the connection is opened
- * read-only and `query_only`), so inspecting a live board cannot change it.
+ * The inspector's read side, whichever store it reads: paging, lookups and the DAG over
+ * the store boundary's InspectReads (persistence/store.ts), on a connection of its own that
+ * is read-only at the database (persistence/inspect.ts), so inspecting a live board cannot
+ * change it.
  */
-import type Database from 'better-sqlite3'
-import { openReadOnlyDatabase } from '../../persistence/sqlite/connection.js'
-import type { JournalRow } from '../../persistence/sqlite/journal.js'
-import type { SessionRow } from '../../persistence/sqlite/sessions.js'
-import type { RunRow, TaskRow } from '../../persistence/sqlite/tasks.js'
+import { openInspectSource, type InspectTarget } from '../../persistence/inspect.js'
+import type { JournalRow } from '../../persistence/journal-rows.js'
+import type { InspectSource, RunRow, SessionActorRow, SessionListRow, TaskActorRow, TaskListRow } from '../../persistence/store.js'
 import { InvalidInputError } from '../errors.js'
+
+export type { InspectTarget }
 
 /** Journal rows as the journal table holds them. */
 export type JournalRowLite = JournalRow
 
-/** A task row with its persisted snapshot, and its rowid `n` for paging. */
-export interface TaskRowFull extends Omit<TaskRow, 'parents'> {
-  n: number
-  machine_id: string
-  machine_version: number
-  snapshot: string
-  version: number
-}
+/** A task row with its persisted snapshot, and its insertion order `n` for paging. */
+export type TaskRowFull = TaskActorRow
+
+/** A session row with its insertion order `n` and machine columns. */
+export type SessionRowFull = SessionActorRow
 
 export interface TaskLite {
   n: number
@@ -35,14 +33,6 @@ export interface TaskLite {
   updatedAt: number
 }
 
-/** A session row with its rowid `n` and machine columns. */
-export interface SessionRowFull extends SessionRow {
-  n: number
-  machine_id: string
-  machine_version: number
-  version: number
-}
-
 export interface TaskQuery {
   status?: string
   assignee?: string
@@ -52,11 +42,7 @@ export interface TaskQuery {
   limit: number
 }
 
-const LITE_COLUMNS = 't.rowid AS n, t.id, t.title, t.status, t.state, t.assignee, t.tenant, t.priority, t.attempts, t.updated_at'
-
-type LiteRow = Pick<TaskRowFull, 'n' | 'id' | 'title' | 'status' | 'state' | 'assignee' | 'tenant' | 'priority' | 'attempts' | 'updated_at'>
-
-const toLite = (r: LiteRow): TaskLite => ({
+const toLite = (r: TaskListRow): TaskLite => ({
   n: r.n,
   id: r.id,
   title: r.title,
@@ -70,209 +56,161 @@ const toLite = (r: LiteRow): TaskLite => ({
 })
 
 export class InspectorStore {
-  readonly db: Database.Database
-  private readonly s
-  private readonly listCache = new Map<string, Database.Statement>()
+  /** Horizon reads one at a time: PostgreSQL's horizon is only right when each read sees the previous one's result. */
+  private horizonChain: Promise<unknown> = Promise.resolve()
 
-  constructor(readonly path: string) {
-    if (path === ':memory:') {
+  private constructor(private readonly src: InspectSource) {}
+
+  static async open(target: InspectTarget): Promise<InspectorStore> {
+    if ('path' in target && target.path === ':memory:') {
       throw new InvalidInputError('the inspector reads a database file; an in-memory orchestrator cannot be inspected', { field: 'path' })
     }
-    // Read-only, query_only, and only a lockstep file (schema 2, sessions, or newer): a
-    // missing, empty, foreign or corrupt file is STORE_OPEN_FAILED and left untouched.
-    const db = openReadOnlyDatabase(path, { minSchema: 2 })
-    this.db = db
-    this.s = {
-      dataVersion: db.prepare('PRAGMA data_version').pluck(),
-      maxSeq: db.prepare('SELECT COALESCE(MAX(seq), 0) FROM journal').pluck(),
-      taskCounts: db.prepare('SELECT status, COUNT(*) AS n FROM tasks GROUP BY status'),
-      sessionCounts: db.prepare('SELECT status, COUNT(*) AS n FROM sessions GROUP BY status'),
-      task: db.prepare('SELECT rowid AS n, * FROM tasks WHERE id = ?'),
-      taskLite: db.prepare(`SELECT ${LITE_COLUMNS} FROM tasks t WHERE t.id = ?`),
-      tasksLite: db.prepare(`SELECT ${LITE_COLUMNS} FROM json_each(?) j JOIN tasks t ON t.id = j.value`),
-      taskRowid: db.prepare('SELECT rowid FROM tasks WHERE id = ?').pluck(),
-      parents: db.prepare('SELECT parent_id FROM task_links WHERE child_id = ? LIMIT ?').pluck(),
-      children: db.prepare('SELECT child_id FROM task_links WHERE parent_id = ? LIMIT ?').pluck(),
-      session: db.prepare('SELECT rowid AS n, * FROM sessions WHERE id = ?'),
-      sessionsLite: db.prepare(
-        'SELECT s.rowid AS n, s.id, s.status, s.state, s.agent, s.model, s.generation, s.attempts, s.created_at, s.updated_at FROM json_each(?) j JOIN sessions s ON s.id = j.value',
-      ),
-      sessions: db.prepare(
-        `SELECT rowid AS n, id, status, state, agent, model, generation, attempts, created_at, updated_at FROM sessions
-         WHERE (@status IS NULL OR status = @status) AND rowid > @after ORDER BY rowid LIMIT @limit`,
-      ),
-      sessionRowid: db.prepare('SELECT rowid FROM sessions WHERE id = ?').pluck(),
-      runs: db.prepare('SELECT * FROM runs WHERE task_id = ? ORDER BY started_at DESC, attempt DESC LIMIT ?'),
-      runCount: db.prepare('SELECT COUNT(*) FROM runs WHERE task_id = ?').pluck(),
-      journalDesc: db.prepare('SELECT * FROM journal WHERE actor_id = ? AND machine_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?'),
-      journalAsc: db.prepare('SELECT * FROM journal WHERE actor_id = ? AND machine_id = ? ORDER BY seq LIMIT ?'),
-      journalCount: db.prepare('SELECT COUNT(*) FROM journal WHERE actor_id = ? AND machine_id = ?').pluck(),
-      lastActorSeq: db.prepare('SELECT COALESCE(MAX(seq), 0) FROM journal WHERE actor_id = ? AND machine_id = ?').pluck(),
-      lastBefore: db.prepare('SELECT * FROM journal WHERE actor_id = ? AND machine_id = ? AND seq < ? ORDER BY seq DESC LIMIT 1'),
-      entry: db.prepare('SELECT * FROM journal WHERE seq = ?'),
-      stepEntries: db.prepare('SELECT * FROM journal WHERE actor_id = ? AND machine_id = ? AND actor_version = ? ORDER BY seq'),
-      after: db.prepare('SELECT * FROM journal WHERE seq > ? ORDER BY seq LIMIT ?'),
-      links: db.prepare(
-        'SELECT l.parent_id AS parent, l.child_id AS child FROM json_each(?) j JOIN task_links l ON l.child_id = j.value',
-      ),
-    }
+    return new InspectorStore(await openInspectSource(target))
   }
 
-  close(): void {
-    if (this.db.open) this.db.close()
+  get where(): string {
+    return this.src.where
   }
 
-  dataVersion(): number {
-    return this.s.dataVersion.get() as number
+  close(): Promise<void> {
+    return this.src.close()
   }
 
-  maxSeq(): number {
-    return this.s.maxSeq.get() as number
+  /** The highest seq at or below which every journal entry is final (a follower may read up to it). */
+  horizon(): Promise<number> {
+    const next = this.horizonChain.then(() => this.src.journal.horizon())
+    this.horizonChain = next.catch(() => {})
+    return next
   }
 
-  summary(statuses: readonly string[], sessionStatuses: readonly string[]) {
-    const tasks: Record<string, number> = Object.fromEntries(statuses.map((s) => [s, 0]))
-    let totalTasks = 0
-    for (const row of this.s.taskCounts.all() as Array<{ status: string; n: number }>) {
-      tasks[row.status] = row.n
-      totalTasks += row.n
-    }
-    const sessions: Record<string, number> = Object.fromEntries(sessionStatuses.map((s) => [s, 0]))
-    let totalSessions = 0
-    for (const row of this.s.sessionCounts.all() as Array<{ status: string; n: number }>) {
-      sessions[row.status] = row.n
-      totalSessions += row.n
-    }
-    return { tasks, totalTasks, sessions, totalSessions, seq: this.maxSeq() }
+  /** Whether anything may have been committed since the last call. */
+  async changed(): Promise<boolean> {
+    return this.src.journal.changed()
   }
 
-  taskExists(id: string): boolean {
-    return this.s.taskRowid.get(id) !== undefined
+  summary(statuses: readonly string[], sessionStatuses: readonly string[], seq: number) {
+    return this.src.read(async (r) => {
+      const count = (known: readonly string[], rows: Array<{ status: string; n: number }>) => {
+        const byStatus: Record<string, number> = Object.fromEntries(known.map((s) => [s, 0]))
+        let total = 0
+        for (const row of rows) {
+          byStatus[row.status] = Number(row.n)
+          total += Number(row.n)
+        }
+        return { byStatus, total }
+      }
+      const tasks = count(statuses, await r.countsByStatus('tasks'))
+      const sessions = count(sessionStatuses, await r.countsByStatus('sessions'))
+      return { tasks: tasks.byStatus, totalTasks: tasks.total, sessions: sessions.byStatus, totalSessions: sessions.total, seq }
+    })
+  }
+
+  taskExists(id: string): Promise<boolean> {
+    return this.src.read(async (r) => (await r.orderOf('tasks', id)) !== null)
   }
 
   /** A page of tasks in creation order; `after` is a task id (as in `tasks.list`). */
-  listTasks(query: TaskQuery): { tasks: TaskLite[]; next: string | null } {
-    const where: string[] = []
-    const params: Record<string, unknown> = { limit: query.limit + 1 }
-    if (query.status !== undefined) {
-      where.push('t.status = @status')
-      params.status = query.status
-    }
-    if (query.assignee !== undefined) {
-      where.push('t.assignee = @assignee')
-      params.assignee = query.assignee
-    }
-    if (query.tenant !== undefined) {
-      where.push('t.tenant = @tenant')
-      params.tenant = query.tenant
-    }
-    if (query.q !== undefined) {
-      where.push("(t.title LIKE @like ESCAPE '\\' OR t.id = @q)")
-      params.like = `%${query.q.replace(/[\\%_]/g, (c) => `\\${c}`)}%`
-      params.q = query.q
-    }
-    if (query.after !== undefined) {
-      const rowid = this.s.taskRowid.get(query.after) as number | undefined
-      if (rowid === undefined) throw new InvalidInputError(`after: no task ${JSON.stringify(query.after)}`, { field: 'after' })
-      where.push('t.rowid > @after')
-      params.after = rowid
-    }
-    const sql = `SELECT ${LITE_COLUMNS} FROM tasks t ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY t.rowid LIMIT @limit`
-    let stmt = this.listCache.get(sql)
-    if (!stmt) {
-      stmt = this.db.prepare(sql)
-      if (this.listCache.size < 64) this.listCache.set(sql, stmt)
-    }
-    const rows = (stmt.all(params) as LiteRow[]).map(toLite)
-    const more = rows.length > query.limit
-    if (more) rows.length = query.limit
-    return { tasks: rows, next: more ? rows[rows.length - 1]!.id : null }
+  listTasks(query: TaskQuery): Promise<{ tasks: TaskLite[]; next: string | null }> {
+    return this.src.read(async (r) => {
+      let afterN: number | undefined
+      if (query.after !== undefined) {
+        const n = await r.orderOf('tasks', query.after)
+        if (n === null) throw new InvalidInputError(`after: no task ${JSON.stringify(query.after)}`, { field: 'after' })
+        afterN = n
+      }
+      const { after: _after, ...filter } = query
+      const rows = (await r.tasks({ ...filter, afterN, limit: query.limit + 1 })).map(toLite)
+      const more = rows.length > query.limit
+      if (more) rows.length = query.limit
+      return { tasks: rows, next: more ? rows[rows.length - 1]!.id : null }
+    })
   }
 
-  task(id: string): TaskRowFull | null {
-    return (this.s.task.get(id) as TaskRowFull | undefined) ?? null
+  task(id: string): Promise<TaskRowFull | null> {
+    return this.src.read((r) => r.task(id))
   }
 
-  tasksLite(ids: string[]): TaskLite[] {
+  async tasksLite(ids: string[]): Promise<TaskLite[]> {
     if (ids.length === 0) return []
-    return (this.s.tasksLite.all(JSON.stringify(ids)) as LiteRow[]).map(toLite)
+    return (await this.src.read((r) => r.tasksByIds(ids))).map(toLite)
   }
 
-  parents(id: string, limit: number): string[] {
-    return this.s.parents.all(id, limit) as string[]
+  parents(id: string, limit: number): Promise<string[]> {
+    return this.src.read((r) => r.parentIds(id, limit))
   }
 
-  children(id: string, limit: number): string[] {
-    return this.s.children.all(id, limit) as string[]
+  children(id: string, limit: number): Promise<string[]> {
+    return this.src.read((r) => r.childIds(id, limit))
   }
 
-  session(id: string): SessionRowFull | null {
-    return (this.s.session.get(id) as SessionRowFull | undefined) ?? null
+  session(id: string): Promise<SessionRowFull | null> {
+    return this.src.read((r) => r.session(id))
   }
 
-  sessionsLite(ids: string[]) {
+  async sessionsLite(ids: string[]): Promise<SessionListRow[]> {
     if (ids.length === 0) return []
-    return this.s.sessionsLite.all(JSON.stringify(ids)) as Array<{
-      n: number
-      id: string
-      status: string
-      state: string
-      agent: string | null
-      model: string | null
-      generation: number
-      attempts: number
-      updated_at: number
-    }>
+    return this.src.read((r) => r.sessionsByIds(ids))
   }
 
-  listSessions(query: { status?: string; after?: string; limit: number }) {
-    let after = 0
-    if (query.after !== undefined) {
-      const rowid = this.s.sessionRowid.get(query.after) as number | undefined
-      if (rowid === undefined) throw new InvalidInputError(`after: no session ${JSON.stringify(query.after)}`, { field: 'after' })
-      after = rowid
-    }
-    const rows = this.s.sessions.all({ status: query.status ?? null, after, limit: query.limit + 1 }) as Array<Record<string, unknown> & { id: string }>
-    const more = rows.length > query.limit
-    if (more) rows.length = query.limit
-    return { rows, next: more ? rows[rows.length - 1]!.id : null }
+  listSessions(query: { status?: string; after?: string; limit: number }): Promise<{ rows: SessionListRow[]; next: string | null }> {
+    return this.src.read(async (r) => {
+      let after = 0
+      if (query.after !== undefined) {
+        const n = await r.orderOf('sessions', query.after)
+        if (n === null) throw new InvalidInputError(`after: no session ${JSON.stringify(query.after)}`, { field: 'after' })
+        after = n
+      }
+      const rows = await r.sessions(query.status ?? null, after, query.limit + 1)
+      const more = rows.length > query.limit
+      if (more) rows.length = query.limit
+      return { rows, next: more ? rows[rows.length - 1]!.id : null }
+    })
   }
 
-  runs(taskId: string, limit: number): { rows: RunRow[]; total: number } {
-    return { rows: this.s.runs.all(taskId, limit) as RunRow[], total: this.s.runCount.get(taskId) as number }
+  runs(taskId: string, limit: number): Promise<{ rows: RunRow[]; total: number }> {
+    return this.src.read((r) => r.runs(taskId, limit))
   }
 
   /** An actor's journal, newest first, entries before `before`. */
-  actorJournalDesc(actorId: string, machineId: string, before: number, limit: number): JournalRowLite[] {
-    return this.s.journalDesc.all(actorId, machineId, before, limit) as JournalRowLite[]
+  actorJournalDesc(actorId: string, machineId: string, before: number, limit: number): Promise<JournalRowLite[]> {
+    return this.src.read((r) => r.actorJournalDesc(actorId, machineId, before, limit))
   }
 
-  actorJournalAsc(actorId: string, machineId: string, limit: number): JournalRowLite[] {
-    return this.s.journalAsc.all(actorId, machineId, limit) as JournalRowLite[]
+  actorJournalAsc(actorId: string, machineId: string, limit: number): Promise<JournalRowLite[]> {
+    return this.src.read((r) => r.actorJournalAsc(actorId, machineId, limit))
   }
 
-  actorJournalCount(actorId: string, machineId: string): number {
-    return this.s.journalCount.get(actorId, machineId) as number
+  actorJournalCount(actorId: string, machineId: string): Promise<number> {
+    return this.src.read(async (r) => Number(await r.actorJournalCount(actorId, machineId)))
   }
 
-  lastActorSeq(actorId: string, machineId: string): number {
-    return this.s.lastActorSeq.get(actorId, machineId) as number
+  lastActorSeq(actorId: string, machineId: string): Promise<number> {
+    return this.src.read(async (r) => Number(await r.lastActorSeq(actorId, machineId)))
   }
 
-  lastEntryBefore(actorId: string, machineId: string, seq: number): JournalRowLite | null {
-    return (this.s.lastBefore.get(actorId, machineId, seq) as JournalRowLite | undefined) ?? null
+  /** Each actor's last entry before `seq`, by actor id. */
+  async lastEntriesBefore(actorIds: string[], machineId: string, seq: number): Promise<Map<string, JournalRowLite>> {
+    if (actorIds.length === 0) return new Map()
+    const rows = await this.src.read((r) => r.lastEntriesBefore(actorIds, machineId, seq))
+    return new Map(rows.map((row) => [row.actor_id, row]))
   }
 
-  entry(seq: number): JournalRowLite | null {
-    return (this.s.entry.get(seq) as JournalRowLite | undefined) ?? null
+  entry(seq: number): Promise<JournalRowLite | null> {
+    return this.src.read((r) => r.entry(seq))
   }
 
-  stepEntries(actorId: string, machineId: string, actorVersion: number): JournalRowLite[] {
-    return this.s.stepEntries.all(actorId, machineId, actorVersion) as JournalRowLite[]
+  stepEntries(actorId: string, machineId: string, actorVersion: number): Promise<JournalRowLite[]> {
+    return this.src.read((r) => r.stepEntries(actorId, machineId, actorVersion))
   }
 
-  journalAfter(seq: number, limit: number): JournalRowLite[] {
-    return this.s.after.all(seq, limit) as JournalRowLite[]
+  /** Entries after `after`, up to `upTo` (the horizon), in seq order. */
+  journalAfter(after: number, upTo: number, limit: number): Promise<JournalRowLite[]> {
+    return this.src.read((r) => r.journalAfter(after, upTo, limit))
+  }
+
+  /** The last `limit` entries at or below `upTo`, in seq order. */
+  latestJournal(upTo: number, limit: number): Promise<JournalRowLite[]> {
+    return this.src.read((r) => r.latestJournal(upTo, limit))
   }
 
   /**
@@ -280,31 +218,25 @@ export class InspectorStore {
    * ancestors and descendants of one task (`focus`, up to `depth` links away), and the
    * links between the tasks returned.
    */
-  graph(query: Omit<TaskQuery, 'after'> & { focus?: string; depth: number }) {
+  async graph(query: Omit<TaskQuery, 'after'> & { focus?: string; depth: number }) {
     let nodes: TaskLite[]
     let truncated = false
     if (query.focus !== undefined) {
-      const ids = this.db
-        .prepare(
-          `WITH RECURSIVE
-             up(id, d) AS (SELECT @focus, 0 UNION SELECT l.parent_id, up.d + 1 FROM task_links l JOIN up ON l.child_id = up.id WHERE up.d < @depth LIMIT @cap),
-             down(id, d) AS (SELECT @focus, 0 UNION SELECT l.child_id, down.d + 1 FROM task_links l JOIN down ON l.parent_id = down.id WHERE down.d < @depth LIMIT @cap)
-           SELECT id FROM up UNION SELECT id FROM down LIMIT @limit`,
-        )
-        .pluck()
-        .all({ focus: query.focus, depth: query.depth, cap: query.limit * 8, limit: query.limit + 1 }) as string[]
+      const focus = query.focus
+      const ids = await this.src.read((r) => r.neighbourhood(focus, query.depth, query.limit * 8, query.limit + 1))
       truncated = ids.length > query.limit
       if (truncated) ids.length = query.limit
-      nodes = this.tasksLite(ids).sort((a, b) => a.n - b.n)
+      nodes = (await this.tasksLite(ids)).sort((a, b) => a.n - b.n)
     } else {
-      const page = this.listTasks({ ...query, limit: query.limit })
+      const { focus: _focus, depth: _depth, ...filter } = query
+      const page = await this.listTasks(filter)
       nodes = page.tasks
       truncated = page.next !== null
     }
     const inSet = new Set(nodes.map((n) => n.id))
     const edges: Array<{ parent: string; child: string }> = []
     let external = 0
-    for (const link of this.s.links.iterate(JSON.stringify([...inSet])) as Iterable<{ parent: string; child: string }>) {
+    for (const link of await this.src.read((r) => r.linksInto([...inSet]))) {
       if (inSet.has(link.parent)) edges.push(link)
       else external++
     }

@@ -1,9 +1,9 @@
-// Claims and completes one task from its own OS process (the inspector's live-update test).
-// usage: node inspector-complete.mjs <db> <taskId>
-import { createOrchestrator } from '../../dist/src/index.js'
+// Claims and completes one task from its own OS process (the inspector's live-update tests).
+// usage: node inspector-complete.mjs <store> <taskId>   (a SQLite path or "postgres://...|<schema>")
+import { openStore } from './open-store.mjs'
 
-const [db, taskId] = process.argv.slice(2)
-const orch = await createOrchestrator({ path: db, runTimers: false })
+const [store, taskId] = process.argv.slice(2)
+const orch = await openStore(store, { runTimers: false })
 // Whatever the task's assignee: this process stands in for whoever owns it.
 const claim = await orch.tasks.claim(taskId, { worker: 'other-process', anyAssignee: true })
 if (!claim) throw new Error(`could not claim ${taskId}`)
