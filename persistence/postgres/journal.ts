@@ -91,6 +91,8 @@ interface Horizon {
   seq: number
   /** virtualtransaction ids that held the journal lock right after `seq` was read. */
   open: Set<string>
+  /** Which advance() read it (they are numbered as they start). */
+  read: number
 }
 
 /**
@@ -103,6 +105,8 @@ export class JournalHorizon {
   safe: number
   private readonly horizons: Horizon[] = []
   private horizonSql: string | null = null
+  /** advance() calls started so far: callers may overlap, and their answers arrive in any order. */
+  private reads = 0
 
   constructor(
     private readonly conn: Pick<PgConnection, 'pool' | 'schema'>,
@@ -119,6 +123,7 @@ export class JournalHorizon {
   /** One round trip: the sequence's last value, then the journal lock's holders. */
   async advance(): Promise<number> {
     this.horizonSql ??= await this.prepareHorizonSql()
+    const read = ++this.reads
     // Two statements in one simple query run in order: the seq is read strictly before the locks.
     const [seqResult, lockResult] = (await this.conn.pool.query(this.horizonSql)) as unknown as [
       QueryResult<{ last_value: number; is_called: boolean }>,
@@ -128,12 +133,14 @@ export class JournalHorizon {
     const h = is_called ? last_value : last_value - 1
     const open = new Set(lockResult.rows.map((r) => r.vxid))
     const last = this.horizons[this.horizons.length - 1]
-    if (h > Math.max(this.safe, last?.seq ?? 0)) this.horizons.push({ seq: h, open: new Set(open) })
-    // A horizon is final when none of its transactions still holds the lock (checked against
-    // the holders read after it, in this same round trip or a later one).
+    if (h > Math.max(this.safe, last?.seq ?? 0)) this.horizons.push({ seq: h, open: new Set(open), read })
+    // A horizon is final when none of its transactions still holds the lock, checked only
+    // against holders read after it (in the same round trip or a later one): an answer that
+    // overtook this one may have queued a horizon whose transactions this older list of
+    // holders predates.
     while (this.horizons.length > 0) {
       const first = this.horizons[0]!
-      if ([...first.open].some((vxid) => open.has(vxid))) break
+      if (first.read > read || [...first.open].some((vxid) => open.has(vxid))) break
       this.safe = Math.max(this.safe, first.seq)
       this.horizons.shift()
     }
