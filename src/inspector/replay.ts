@@ -16,7 +16,10 @@
  *   come from the current snapshot; the final replayed context is compared with the
  *   persisted one (`verified`).
  */
+import { TASK_STATE_STATUS, type ParentFacts, type TaskState } from '../../machines/task.js'
+import type { ParentRow } from '../../persistence/store.js'
 import { stateName } from '../core/kernel.js'
+import { parentFacts } from '../core/task-kind.js'
 import { isDeepStrictEqual } from 'node:util'
 import { initialTransition, transition, type AnyMachineSnapshot, type AnyStateMachine } from 'xstate'
 import type { InspectorStore, JournalRowLite } from './store.js'
@@ -214,22 +217,23 @@ export async function replayActor(store: InspectorStore, machine: AnyStateMachin
  * being unlinked) and whether each was finished or failed, from each parent's last journal
  * entry before the step. Null when there are too many parents to look up.
  */
-async function taskFacts(store: InspectorStore, parents: Set<string>, event: Record<string, unknown>, seq: number): Promise<{ unfinished: number; failed: string[] } | null> {
+async function taskFacts(store: InspectorStore, parents: Set<string>, event: Record<string, unknown>, seq: number): Promise<ParentFacts | null> {
   const ids = new Set(parents)
   if (event.type === 'LINK' && typeof event.parentId === 'string') ids.add(event.parentId)
   if (event.type === 'UNLINK' && typeof event.parentId === 'string') ids.delete(event.parentId)
   if (ids.size > MAX_PARENTS_FOR_FACTS) return null
-  const facts = { unfinished: 0, failed: [] as string[] }
   const lastEntries = await store.lastEntriesBefore([...ids], TASK_MACHINE, seq)
-  for (const id of ids) {
+  // Each parent's row as it was then, from its last entry: the status its state projects to,
+  // and completed_at set when it had finished (done, or archived after done). The rule of
+  // what those mean is the step's own (parentFacts), not a copy.
+  const rows: ParentRow[] = [...ids].map((id) => {
     const last = lastEntries.get(id)
     const state = last?.state_after ?? 'todo'
-    // Done, or archived after done, is finished (tasks.ts: completed_at is set).
     const finished = state === 'done' || (state === 'archived' && last?.state_before === 'done')
-    if (!finished) facts.unfinished++
-    if (state === 'failed' || state === 'cancelled' || (state === 'archived' && !finished)) facts.failed.push(id)
-  }
-  return facts
+    const status = Object.hasOwn(TASK_STATE_STATUS, state) ? TASK_STATE_STATUS[state as TaskState] : 'todo'
+    return { id, status, completed_at: finished ? (last?.at ?? 0) : null }
+  })
+  return parentFacts(rows, { type: String(event.type), parentId: event.parentId })
 }
 
 /** Small LRU of replays, invalidated when the actor's journal grows. */
