@@ -232,6 +232,24 @@ describe.each(STORES)('on $name', (store) => {
       await expect(orch.tasks.claimNext({ worker: 'w', idempotencyKey: 'claim-1' })).rejects.toMatchObject({ code: 'LEASE_LOST' })
     })
 
+    it('retries racing the claim they retry never answer null while a task is ready for them', async (ctx) => {
+      // On PostgreSQL a retry whose original is still in flight once skipped the task the
+      // original had locked, found nothing else, and answered null ("nothing to claim").
+      const orch = await store.open(ctx)
+      for (let round = 0; round < 15; round++) {
+        await orch.tasks.create({ title: `a${round}` })
+        await orch.tasks.create({ title: `b${round}` })
+        const claims = await Promise.all(
+          Array.from({ length: 5 }, () => orch.tasks.claimNext({ worker: 'w', idempotencyKey: `round-${round}` })),
+        )
+        expect(claims[0]).not.toBeNull()
+        for (const claim of claims) expect(claim).toEqual(claims[0])
+        await orch.tasks.complete(claims[0]!)
+      }
+      expect(await orch.tasks.list({ status: 'done', limit: 100 })).toHaveLength(15)
+      expect(await orch.tasks.list({ status: 'ready', limit: 100 })).toHaveLength(15)
+    })
+
     it('a gated claim returns null and writes nothing', async (ctx) => {
       const orch = await store.open(ctx)
       const p = await orch.tasks.create({ title: 'p' })
