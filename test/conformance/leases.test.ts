@@ -123,6 +123,20 @@ describe.each(STORES)('on $name', (store) => {
       ])
     })
 
+    it('runDueTimers resolves only once every timer due is delivered, while the timer loop runs too', async (ctx) => {
+      // On PostgreSQL runDueTimers once skipped a timer the loop of its own process had
+      // locked (SKIP LOCKED) and resolved before the loop's delivery committed.
+      const orch = await store.open(ctx, { defaults: { backoffBaseMs: 0, backoffMaxMs: 0 } })
+      const t = await orch.tasks.create({ title: 't', maxAttempts: 1_000 })
+      for (let round = 1; round <= 40; round++) {
+        const claim = (await orch.tasks.claim(t.id, { worker: 'w' }))!
+        expect(claim).toMatchObject({ attempt: round })
+        await orch.tasks.fail(claim, { error: 'again' })
+        await orch.runDueTimers()
+        expect((await orch.tasks.get(t.id))!.status).toBe('ready')
+      }
+    })
+
     it('a backoff timer survives a restart of the only process', async (ctx) => {
       const first = await store.open(ctx, { defaults: { backoffBaseMs: 100 } })
       const t = await first.tasks.create({ title: 't' })
