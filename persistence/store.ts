@@ -323,6 +323,11 @@ export interface StepStore {
   childIds(parentId: string): Awaitable<string[]>
   /** Ready tasks the filter admits, in claim order (highest priority, then oldest). */
   readyCandidates(filter: ReadyFilter, limit: number): Awaitable<string[]>
+  /**
+   * The run a claimNext with this idempotency key opened, if any. Holds other claims of the
+   * same key back until commit, so one in flight is found rather than raced (PostgreSQL:
+   * an advisory lock; SQLite: one writer at a time already).
+   */
   claimByKey(key: string): Awaitable<ClaimKeyRow | null>
   openRun(run: OpenRun): Awaitable<void>
   /** Close an open run; false if it was not open. */

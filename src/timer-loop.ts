@@ -19,6 +19,8 @@ export class TimerLoop {
   private started = false
   /** Bumped by every schedule(): a store that answers the due time asynchronously must not set a stale timer. */
   private scheduling = 0
+  /** The last delivery run of this process (tick or runDueTimers); the next one waits for it. */
+  private delivering: Promise<unknown> = Promise.resolve()
 
   constructor(
     private readonly kernel: Kernel,
@@ -33,8 +35,21 @@ export class TimerLoop {
     this.schedule()
   }
 
-  /** Deliver everything due now; resolves with the number of timers delivered. */
-  async runDue(): Promise<number> {
+  /**
+   * Deliver everything due now; resolves with the number of timers delivered. One delivery
+   * at a time per process: a runDueTimers() call waits for a tick under way rather than
+   * skip the rows it holds (PostgreSQL's SKIP LOCKED) and resolve before that tick commits.
+   */
+  runDue(): Promise<number> {
+    const run = this.delivering.then(
+      () => this.deliverDue(),
+      () => this.deliverDue(),
+    )
+    this.delivering = run.catch(() => undefined)
+    return run
+  }
+
+  private async deliverDue(): Promise<number> {
     let total = 0
     for (;;) {
       // A read first: an idle orchestrator must not take the write lock on every tick.

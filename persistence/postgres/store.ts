@@ -15,6 +15,8 @@
  * - A unique violation on an insert that the program checked for first (idempotency key,
  *   claim key, ids) means another transaction inserted between the check and the insert:
  *   also a conflict, rerun, and the rerun's check sees the winner's row.
+ * - claimNext calls with one idempotency key serialize on a transaction-level advisory lock
+ *   of that key (claimByKey), so a retry racing its original waits and gets its claim.
  * - Dependency-graph changes serialize on one transaction-level advisory lock per schema
  *   (lockGraph), so two opposite links committed at the same moment cannot both pass the
  *   cycle check (READ COMMITTED: the check after the lock sees the other's commit).
@@ -131,6 +133,11 @@ export class PgStatements {
       parentRow: `SELECT id, status, completed_at FROM ${t('tasks')} WHERE id = $1`,
       parentRowLocked: `SELECT id, status, completed_at FROM ${t('tasks')} WHERE id = $1 FOR SHARE`,
       childIds: `SELECT child_id FROM ${t('task_links')} WHERE parent_id = $1`,
+      // Exclusive, transaction-level, one key per claim key: a claimNext retried while its
+      // original is still in flight waits for it, then finds its run. Without it the retry
+      // skipped the task the original had locked (SKIP LOCKED) and, finding no other, answered
+      // null. (Claims without a key, and other keys, never take it.)
+      lockClaimKey: `SELECT pg_advisory_xact_lock(hashtextextended('lockstep:claim:' || $1 || ':' || $2, 0))`,
       // The snapshot is TEXT (as on SQLite): the token is read from its JSON.
       claimByKey: `SELECT r.task_id, r.id AS run_id, r.worker, r.attempt, t.lease_expires_at,
                           CASE WHEN r.ended_at IS NULL AND t.run_id = r.id THEN 1 ELSE 0 END AS held,
@@ -424,6 +431,9 @@ export class PgStore implements StepStore {
   }
 
   async claimByKey(key: string): Promise<ClaimKeyRow | null> {
+    await this.tx.query(this.s.lockClaimKey, [this.sql.schema.name, key])
+    // READ COMMITTED: this statement's snapshot is taken after the lock, so it sees the run
+    // of a claim with this key that committed while this transaction waited.
     const [row] = await this.rows<ClaimKeyRow>(this.s.claimByKey, [key])
     return row ?? null
   }

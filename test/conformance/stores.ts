@@ -2,7 +2,7 @@
  * The conformance suite's factory: every store an orchestrator can open, each giving a
  * fresh, empty board for one test and closing it afterwards. A behaviour test written once
  * runs on each (`describe.each(STORES)`); tests that read raw SQL live per store instead
- * (test/api for SQLite, test/persistence/postgres for PostgreSQL).
+ * (test/persistence/sqlite, test/persistence/postgres).
  */
 import type { TestContext } from 'vitest'
 import { createOrchestrator, type Orchestrator, type OrchestratorOptions } from '../../src/index.js'
