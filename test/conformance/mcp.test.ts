@@ -22,6 +22,7 @@ import { beforeAll, describe, expect, it, type TestContext } from 'vitest'
 import { taskMachine, type Claim, type Orchestrator } from '../../src/index.js'
 import type { McpServeOptions } from '../../src/mcp/server.js'
 import { wholeJournal } from './journal.js'
+import { adminQuery } from '../postgres-server.js'
 import { openSameBoard } from './same-board.js'
 import { STORES, type StoreUnderTest } from './stores.js'
 
@@ -539,6 +540,26 @@ describe.each(STORES)('on $name', (store) => {
       await call('session_approve', { sessionId: 's1', tool: '__proto__', once: true })
       expect(await call('session_authorize', { sessionId: 's1', tool: '__proto__' })).toEqual({ authorized: true })
       expect(await call('session_authorize', { sessionId: 's1', tool: '__proto__' })).toEqual({ authorized: false })
+    })
+  })
+
+  describe('startMcpServer', () => {
+    it('keeps the call records beside the board: records named elsewhere are INVALID_INPUT before anything is opened', async (ctx) => {
+      const { orch } = await setup(store, ctx)
+      const { startMcpServer } = (await import(SERVER_URL)) as typeof import('../../src/mcp/server.js')
+      // A schema nothing has created: refusing must not create it either.
+      const elsewhere = `elsewhere_${process.pid}_${Date.now().toString(36)}`
+      const wrong: Array<Pick<McpServeOptions, 'postgres'>> = isPostgres(orch.spec)
+        ? [{}, { postgres: { url: orch.spec.split('|')[0]!, schema: elsewhere } }]
+        : [{ postgres: { url: 'postgres://postgres@127.0.0.1:1/test', schema: elsewhere } }]
+      for (const records of wrong) {
+        const [, serverSide] = InMemoryTransport.createLinkedPair()
+        const error = await startMcpServer({ orch, transport: serverSide, machines: false, log: () => {}, ...records }).catch((e: unknown) => e)
+        expect(error, JSON.stringify(records)).toMatchObject({ code: 'INVALID_INPUT', details: { field: 'postgres' } })
+      }
+      if (isPostgres(orch.spec)) {
+        expect(await adminQuery('SELECT 1 FROM information_schema.schemata WHERE schema_name = $1', [elsewhere])).toEqual([])
+      }
     })
   })
 
