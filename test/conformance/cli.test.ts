@@ -13,6 +13,8 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { beforeAll, describe, expect, it, type TestContext } from 'vitest'
 import type { Claim, JournalEntry, Run, Task } from '../../src/index.js'
+import { tempDbPath } from '../helpers.js'
+import { freshSchema, pgUrl } from '../postgres-server.js'
 import { openSameBoard } from './same-board.js'
 import { STORES, type StoreUnderTest } from './stores.js'
 
@@ -150,6 +152,17 @@ async function board(store: StoreUnderTest, ctx: TestContext) {
 
 describe.each(STORES)('on $name', (store) => {
   describe('lockstep init', () => {
+    it('creates and migrates a store where there was none; the other commands then use it', async (ctx) => {
+      // A location nothing has opened: a new file, or a schema that does not exist yet.
+      const spec = store.name === 'postgres' ? `${pgUrl}|${await freshSchema(ctx)}` : tempDbPath()
+      const init = run(['init', ...dbArgs(spec), '--json'])
+      expect(init.code, init.stderr).toBe(0)
+      const reader = await openSameBoard(ctx, spec, { runTimers: false })
+      expect(JSON.parse(init.stdout)).toEqual({ path: reader.path })
+      await reader.close()
+      expect(run(['task', 'list', ...dbArgs(spec)])).toMatchObject({ code: 0, stdout: 'no tasks\n' })
+    })
+
     it('migrates the store, prints where it is, and is idempotent', async (ctx) => {
       const { where, cli, cliJson } = await board(store, ctx)
       expect(cliJson('init')).toEqual({ path: where })
