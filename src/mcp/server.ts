@@ -142,9 +142,7 @@ export async function startMcpServer(options: McpServeOptions): Promise<McpServe
     }),
   }
 
-  const records = new CallRecords(
-    options.postgres ? await PgCallRecordTable.open(options.postgres.url, options.postgres.schema) : SqliteCallRecordTable.open(orch.path),
-  )
+  const records = new CallRecords(await openCallRecordTable(orch, options.postgres))
   const mcp = new McpServer({ name: SERVER_NAME, version: PACKAGE_VERSION }, { capabilities: { tools: { listChanged: true } } })
   const entries = new Map<string, Entry>()
   const inFlight = new Set<Promise<unknown>>()
@@ -570,6 +568,30 @@ class SqliteCallRecordTable implements CallRecordTable {
 }
 
 /** A PostgreSQL schema's mcp_calls, through a pool of this server's own. */
+/**
+ * The call records live beside the board (recovery reads the board's journal): in the
+ * orchestrator's SQLite file, or in its PostgreSQL schema, which `postgres` must name
+ * (the orchestrator does not hand out its URL). Refused before anything is opened when
+ * they would be elsewhere: a PostgreSQL board without `postgres` used to be taken for a
+ * SQLite path ("postgres://... (schema s)").
+ */
+async function openCallRecordTable(orch: Orchestrator, postgres: McpServeOptions['postgres']): Promise<CallRecordTable> {
+  // A SQLite board's path is absolute or ':memory:'; a PostgreSQL board's is its URL and schema.
+  const onPostgres = /^postgres(ql)?:\/\//i.test(orch.path)
+  if (postgres === undefined) {
+    if (onPostgres) {
+      throw new InvalidInputError(`the board is ${orch.path}: pass postgres: { url, schema } so the call records live in its schema`, { field: 'postgres' })
+    }
+    return SqliteCallRecordTable.open(orch.path)
+  }
+  const { checkPgUrl, pgSchema } = await import('../../persistence/postgres/connection.js')
+  const where = `${checkPgUrl(postgres.url)} (schema ${pgSchema(postgres.schema).name})`
+  if (where !== orch.path) {
+    throw new InvalidInputError(`the call records must live beside the board: postgres names ${where}, the board is ${orch.path}`, { field: 'postgres' })
+  }
+  return PgCallRecordTable.open(postgres.url, postgres.schema)
+}
+
 class PgCallRecordTable implements CallRecordTable {
   private constructor(private readonly conn: PgConnection) {}
 

@@ -1,8 +1,9 @@
 /**
- * Opening files: read-only opens (no WAL switch, no migration, no timers; every write is
- * READ_ONLY), files that are not lockstep's (missing, empty, foreign, garbage: refused and
- * left as they were), schemas a reader cannot migrate, what every method does after
- * close(), and options objects that refuse keys they do not know.
+ * Opening SQLite files: read-only opens (no WAL switch, no migration, no timers; every
+ * write is READ_ONLY), files that are not lockstep's (missing, empty, foreign, garbage:
+ * refused and left as they were), schemas a reader cannot migrate, and the inspector's
+ * options (it reads files only, for now). What holds on every store (SCHEMA_TOO_NEW for an
+ * older client, CLOSED after close(), unknown option keys): test/conformance/open.test.ts.
  * Proc scripts import dist/: run `npm run build` first.
  */
 import { spawn } from 'node:child_process'
@@ -10,9 +11,9 @@ import { chmodSync, existsSync, readFileSync, rmSync, statSync, writeFileSync } 
 import { dirname, join } from 'node:path'
 import Database from 'better-sqlite3'
 import { describe, expect, it } from 'vitest'
-import { MIGRATIONS, SCHEMA_VERSION } from '../../persistence/sqlite/migrations.js'
-import { createOrchestrator, startInspector, taskMachine, type Claim, type Orchestrator } from '../../src/index.js'
-import { open, runProc, sleep, tableCounts, tempDbPath } from '../helpers.js'
+import { MIGRATIONS, SCHEMA_VERSION } from '../../../persistence/sqlite/migrations.js'
+import { createOrchestrator, startInspector, taskMachine, type Claim } from '../../../src/index.js'
+import { open, runProc, sleep, tableCounts, tempDbPath } from '../../helpers.js'
 
 /** The error code of a call that throws or rejects (or 'ok'). */
 async function codeOf(call: () => unknown): Promise<string> {
@@ -128,7 +129,7 @@ describe('readOnly: true', () => {
     // read-only file is the unwritable one.
     const reader = (): Promise<Record<string, unknown>> =>
       new Promise((resolve, reject) => {
-        const child = spawn(process.execPath, [join(import.meta.dirname, '../procs/read-only-reader.mjs'), path], {
+        const child = spawn(process.execPath, [join(import.meta.dirname, '../../procs/read-only-reader.mjs'), path], {
           stdio: ['ignore', 'pipe', 'pipe'],
           ...(asRoot ? { uid: 65534, gid: 65534 } : {}),
         })
@@ -245,91 +246,10 @@ describe('files that are not lockstep databases', () => {
   })
 })
 
-describe('after close()', () => {
-  it('every method refuses with CLOSED: board, sessions, subscriptions, timers, barrier, reload, inspect', async () => {
-    const orch = await open()
-    const task = await orch.tasks.create({ title: 't' })
-    const claim = (await orch.tasks.claim(task.id, { worker: 'w' }))!
-    await orch.sessions.open('s1', { models: ['m/one'] })
-    await orch.close()
-    const calls: Record<string, (o: Orchestrator) => unknown> = {
-      create: (o) => o.tasks.create({ title: 'x' }),
-      link: (o) => o.tasks.link(task.id, task.id),
-      unlink: (o) => o.tasks.unlink(task.id, task.id),
-      claim: (o) => o.tasks.claim(task.id, { worker: 'w' }),
-      claimNext: (o) => o.tasks.claimNext({ worker: 'w' }),
-      heartbeat: (o) => o.tasks.heartbeat(claim),
-      complete: (o) => o.tasks.complete(claim, {}),
-      fail: (o) => o.tasks.fail(claim, { error: 'x' }),
-      release: (o) => o.tasks.release(claim),
-      block: (o) => o.tasks.block(task.id, { reason: 'x' }),
-      unblock: (o) => o.tasks.unblock(task.id),
-      cancel: (o) => o.tasks.cancel(task.id),
-      retry: (o) => o.tasks.retry(task.id),
-      archive: (o) => o.tasks.archive(task.id),
-      get: (o) => o.tasks.get(task.id),
-      list: (o) => o.tasks.list(),
-      children: (o) => o.tasks.children(task.id),
-      events: (o) => o.tasks.events(),
-      runs: (o) => o.tasks.runs(task.id),
-      subscribe: (o) => o.tasks.subscribe(() => {}),
-      'subscribe after': (o) => o.tasks.subscribe(() => {}, { after: 0 }),
-      work: (o) => o.tasks.work({ worker: 'w', handler: async () => ({}) }),
-      'sessions.open': (o) => o.sessions.open('s2', { models: ['m/one'] }),
-      'sessions.get': (o) => o.sessions.get('s1'),
-      'sessions.list': (o) => o.sessions.list(),
-      'sessions.prompt': (o) => o.sessions.prompt('s1', { message: 'hi' }),
-      'sessions.token': (o) => o.sessions.token('s1', {}),
-      'sessions.error': (o) => o.sessions.error('s1', { error: 'x' }),
-      'sessions.aborted': (o) => o.sessions.aborted('s1', {}),
-      'sessions.idle': (o) => o.sessions.idle('s1', {}),
-      'sessions.modelSelected': (o) => o.sessions.modelSelected('s1', 'm/one'),
-      'sessions.deleted': (o) => o.sessions.deleted('s1'),
-      'sessions.approve': (o) => o.sessions.approve('s1', 'bash'),
-      'sessions.revoke': (o) => o.sessions.revoke('s1', 'bash'),
-      'sessions.authorize': (o) => o.sessions.authorize('s1', 'bash'),
-      'sessions.events': (o) => o.sessions.events(),
-      'sessions.subscribe': (o) => o.sessions.subscribe(() => {}),
-      'sessions.run': (o) => o.sessions.run('s1', { models: ['m/one'], message: { text: 'x' }, call: async () => 'out' }),
-      runDueTimers: (o) => o.runDueTimers(),
-      barrier: (o) => o.barrier(() => 1),
-      reload: (o) => o.reload({}),
-      inspect: (o) => o.inspect({ port: 0 }),
-    }
-    for (const [name, call] of Object.entries(calls)) expect(await codeOf(() => call(orch)), name).toBe('CLOSED')
-    await orch.close() // idempotent
-  })
-})
-
 describe('options objects refuse keys they do not know', () => {
-  it('createOrchestrator and its defaults: INVALID_INPUT naming the key, before any file is touched', async () => {
-    const path = tempDbPath()
-    for (const [options, field] of [
-      [{ path, readonly: true }, 'readonly'],
-      [{ path, pollMS: 10 }, 'pollMS'],
-      [{ path, defaults: { leaseMS: 10 } }, 'leaseMS'],
-    ] as const) {
-      const error = await createOrchestrator(options as never).catch((e: unknown) => e)
-      expect(error).toMatchObject({ code: 'INVALID_INPUT', details: { field } })
-    }
-    expect(existsSync(path)).toBe(false)
-    expect(await codeOf(() => createOrchestrator({ path, readOnly: 'yes' as never }))).toBe('INVALID_INPUT')
-    expect(await codeOf(() => createOrchestrator({ path, runTimers: 0 as never }))).toBe('INVALID_INPUT')
-    // Checked before the open too, so a bad adapter leaves no file, connection or thread behind.
-    expect(await codeOf(() => createOrchestrator({ path, sessionAdapter: { prompt: () => {} } as never }))).toBe('INVALID_INPUT')
-    expect(existsSync(path)).toBe(false)
-  })
-
-  it('reload, orch.inspect and startInspector (and their nested objects)', async () => {
+  it('orch.inspect and startInspector (and their nested objects)', async () => {
     const orch = await open()
     const field = async (call: () => unknown) => ((await Promise.resolve().then(call).catch((e: unknown) => e)) as { code: string; details: { field: string } })
-    expect(await field(() => orch.reload({ machine: {} } as never))).toMatchObject({ code: 'INVALID_INPUT', details: { field: 'machine' } })
-    expect(await field(() => orch.reload({ machines: { tasks: {} } } as never))).toMatchObject({ code: 'INVALID_INPUT', details: { field: 'tasks' } })
-    // A name that is a property of every object is not a machine either.
-    expect(await field(() => orch.reload({ machines: { toString: {} } } as never))).toMatchObject({ code: 'INVALID_INPUT', details: { field: 'toString' } })
-    expect(
-      await field(() => orch.reload({ machines: { task: { machine: taskMachine, version: 2, migration: {} } } } as never)),
-    ).toMatchObject({ code: 'INVALID_INPUT', details: { field: 'migration' } })
     expect(await field(() => orch.inspect({ prot: 0 } as never))).toMatchObject({ code: 'INVALID_INPUT', details: { field: 'prot' } })
     // orch.inspect passes the machines in force itself.
     expect(await field(() => orch.inspect({ port: 0, machines: {} } as never))).toMatchObject({ code: 'INVALID_INPUT', details: { field: 'machines' } })

@@ -1,8 +1,8 @@
 /** WAL checkpoints run in a background thread, not inside commits. */
 import { statSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
-import { createOrchestrator } from '../../src/index.js'
-import { sleep, tempDbPath, waitFor } from '../helpers.js'
+import { createOrchestrator } from '../../../src/index.js'
+import { sleep, tempDbPath, waitFor } from '../../helpers.js'
 
 async function fileAfterWrites(checkpoint: 'background' | 'inline') {
   const path = tempDbPath()
