@@ -3,4 +3,4 @@ import { cpSync } from 'node:fs'
 
 cpSync('persistence/sqlite/checkpoint-worker.mjs', 'dist/persistence/sqlite/checkpoint-worker.mjs')
 
-cpSync('src/inspector/page', 'dist/src/inspector/page', { recursive: true })
+cpSync('src/tools/inspector/page', 'dist/src/tools/inspector/page', { recursive: true })

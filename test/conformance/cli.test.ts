@@ -19,7 +19,7 @@ import { openSameBoard } from './same-board.js'
 import { STORES, type StoreUnderTest } from './stores.js'
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
-const CLI = join(ROOT, 'dist/src/cli/main.js')
+const CLI = join(ROOT, 'dist/src/tools/cli/main.js')
 
 interface Result {
   code: number | null

@@ -8,11 +8,11 @@
  * Proc scripts import dist/: run `npm run build` first.
  */
 import { describe, expect, it, type TestContext } from 'vitest'
-import { runInspectCommand } from '../../src/inspector/cli.js'
-import { startInspector, type Inspector } from '../../src/inspector/server.js'
+import { runInspectCommand } from '../../src/tools/inspector/cli.js'
+import { startInspector, type Inspector } from '../../src/tools/inspector/server.js'
 import type { InspectorOptions, Orchestrator } from '../../src/index.js'
 import { runProc, sleep, waitFor } from '../helpers.js'
-import { eventStream, get, scenario } from '../inspector-helpers.js'
+import { eventStream, get, scenario } from '../tools/inspector-helpers.js'
 import { locationOf } from './reopen.js'
 import { STORES } from './stores.js'
 

@@ -1,6 +1,6 @@
 /**
  * `lockstep mcp` on every store: the stdio MCP server, driven by the SDK's own client over
- * real processes (`node dist/src/cli/main.js mcp --db ... [--schema S]`), and the server
+ * real processes (`node dist/src/tools/cli/main.js mcp --db ... [--schema S]`), and the server
  * started in-process over an in-memory transport. Needs a prior `npm run build`.
  *
  * Seed 000 (an MCP server's hot-reload race test) ported: 50 calls at 10/s while the
@@ -20,16 +20,16 @@ import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js'
 import { ToolListChangedNotificationSchema, type CallToolResult } from '@modelcontextprotocol/sdk/types.js'
 import { beforeAll, describe, expect, it, type TestContext } from 'vitest'
 import { taskMachine, type Claim, type Orchestrator } from '../../src/index.js'
-import type { McpServeOptions } from '../../src/mcp/server.js'
+import type { McpServeOptions } from '../../src/tools/mcp/server.js'
 import { wholeJournal } from './journal.js'
 import { adminQuery } from '../postgres-server.js'
 import { openSameBoard } from './same-board.js'
 import { STORES, type StoreUnderTest } from './stores.js'
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
-const CLI = join(ROOT, 'dist/src/cli/main.js')
-const TOOLS_URL = pathToFileURL(join(ROOT, 'dist/src/mcp/tools.js')).href
-const SERVER_URL = pathToFileURL(join(ROOT, 'dist/src/mcp/server.js')).href
+const CLI = join(ROOT, 'dist/src/tools/cli/main.js')
+const TOOLS_URL = pathToFileURL(join(ROOT, 'dist/src/tools/mcp/tools.js')).href
+const SERVER_URL = pathToFileURL(join(ROOT, 'dist/src/tools/mcp/server.js')).href
 const TASK_MACHINE_URL = pathToFileURL(join(ROOT, 'dist/machines/task.js')).href
 
 const TOTAL_CALLS = 50
@@ -127,7 +127,7 @@ class RetryingClient {
 
 /** A server started in this process on `orch`, over an in-memory transport, and its client. */
 async function inProcessServer(ctx: TestContext, orch: Orchestrator & { spec: string }, options: Omit<McpServeOptions, 'orch' | 'transport'>) {
-  const { startMcpServer } = (await import(SERVER_URL)) as typeof import('../../src/mcp/server.js')
+  const { startMcpServer } = (await import(SERVER_URL)) as typeof import('../../src/tools/mcp/server.js')
   const [clientSide, serverSide] = InMemoryTransport.createLinkedPair()
   const server = await startMcpServer({ orch, transport: serverSide, ...recordsOn(orch.spec), ...options })
   ctx.onTestFinished(() => server.close())
@@ -546,7 +546,7 @@ describe.each(STORES)('on $name', (store) => {
   describe('startMcpServer', () => {
     it('keeps the call records beside the board: records named elsewhere are INVALID_INPUT before anything is opened', async (ctx) => {
       const { orch } = await setup(store, ctx)
-      const { startMcpServer } = (await import(SERVER_URL)) as typeof import('../../src/mcp/server.js')
+      const { startMcpServer } = (await import(SERVER_URL)) as typeof import('../../src/tools/mcp/server.js')
       // A schema nothing has created: refusing must not create it either.
       const elsewhere = `elsewhere_${process.pid}_${Date.now().toString(36)}`
       const wrong: Array<Pick<McpServeOptions, 'postgres'>> = isPostgres(orch.spec)

@@ -10,7 +10,7 @@ import { appendJournal, type JournalAppend } from '../../../persistence/postgres
 import { migrate } from '../../../persistence/postgres/migrations.js'
 import { startInspector } from '../../../src/index.js'
 import { sleep } from '../../helpers.js'
-import { eventStream, get } from '../../inspector-helpers.js'
+import { eventStream, get } from '../../tools/inspector-helpers.js'
 import { freshSchema, pgUrl } from '../../postgres-server.js'
 
 const entry = (actorId: string): JournalAppend => ({

@@ -31,7 +31,7 @@ async function board(ctx: TestContext): Promise<string> {
   return schema
 }
 
-const CLI = join(import.meta.dirname, '..', '..', '..', 'dist/src/cli/main.js')
+const CLI = join(import.meta.dirname, '..', '..', '..', 'dist/src/tools/cli/main.js')
 
 function cli(...args: string[]): { code: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [CLI, ...args, '--json'], { encoding: 'utf8', timeout: 30_000 })

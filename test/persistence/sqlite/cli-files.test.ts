@@ -15,7 +15,7 @@ import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import type { Claim, Task } from '../../../src/index.js'
 
 const ROOT = fileURLToPath(new URL('../../..', import.meta.url))
-const CLI = join(ROOT, 'dist/src/cli/main.js')
+const CLI = join(ROOT, 'dist/src/tools/cli/main.js')
 
 interface Result {
   code: number | null
@@ -91,7 +91,7 @@ describe('lockstep init', () => {
 })
 
 describe('opening files', () => {
-  const DEMO = join(ROOT, 'dist/src/demo/main.js')
+  const DEMO = join(ROOT, 'dist/src/tools/demo/main.js')
   const fingerprint = (path: string) => ({ bytes: readFileSync(path).toString('base64'), mtimeMs: statSync(path).mtimeMs })
   const foreign = (path: string) => {
     const sqlite = new Database(path)

@@ -16,10 +16,10 @@
  *   come from the current snapshot; the final replayed context is compared with the
  *   persisted one (`verified`).
  */
-import { TASK_STATE_STATUS, type ParentFacts, type TaskState } from '../../machines/task.js'
-import type { ParentRow } from '../../persistence/store.js'
-import { stateName } from '../core/kernel.js'
-import { parentFacts } from '../core/task-kind.js'
+import { TASK_STATE_STATUS, type ParentFacts, type TaskState } from '../../../machines/task.js'
+import type { ParentRow } from '../../../persistence/store.js'
+import { stateName } from '../../core/kernel.js'
+import { parentFacts } from '../../core/task-kind.js'
 import { isDeepStrictEqual } from 'node:util'
 import { initialTransition, transition, type AnyMachineSnapshot, type AnyStateMachine } from 'xstate'
 import type { InspectorStore, JournalRowLite } from './store.js'

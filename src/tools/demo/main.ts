@@ -15,7 +15,7 @@
 import { fork, type ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { createOrchestrator, type Inspector, type Task } from '../index.js'
+import { createOrchestrator, type Inspector, type Task } from '../../index.js'
 
 const { values } = parseArgs({
   options: {

@@ -14,21 +14,21 @@ import { promisify } from 'node:util'
 import Database from 'better-sqlite3'
 import { chromium, type BrowserContext } from 'playwright-core'
 import { afterEach, describe, expect, it } from 'vitest'
-import { MIGRATIONS } from '../persistence/sqlite/migrations.js'
-import { runInspectCommand } from '../src/inspector/cli.js'
-import { startInspector, type Inspector } from '../src/inspector/server.js'
-import { InvalidInputError, type Orchestrator } from '../src/index.js'
-import { STORES } from './conformance/stores.js'
-import { open, runProc, sleep, tempDbPath as tempPath } from './helpers.js'
+import { MIGRATIONS } from '../../persistence/sqlite/migrations.js'
+import { runInspectCommand } from '../../src/tools/inspector/cli.js'
+import { startInspector, type Inspector } from '../../src/tools/inspector/server.js'
+import { InvalidInputError, type Orchestrator } from '../../src/index.js'
+import { STORES } from '../conformance/stores.js'
+import { open, runProc, sleep, tempDbPath as tempPath } from '../helpers.js'
 import { get, scenario } from './inspector-helpers.js'
-import { needOutsideProgram } from './outside-programs.js'
+import { needOutsideProgram } from '../outside-programs.js'
 
 const run = promisify(execFile)
 // Debian's chromium; LOCKSTEP_CHROMIUM points elsewhere (the suite uses it to prove the skip path).
 const CHROMIUM = process.env.LOCKSTEP_CHROMIUM ?? '/usr/bin/chromium'
 const CHROMIUM_PROGRAM = { name: `Debian's chromium (${CHROMIUM})`, install: 'apt-get update && apt-get install -y chromium' }
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run']
-const ROOT = join(import.meta.dirname, '..')
+const ROOT = join(import.meta.dirname, '..', '..')
 
 const inspectors: Inspector[] = []
 afterEach(async () => {

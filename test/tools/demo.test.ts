@@ -8,10 +8,10 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
-import { sleep, waitFor } from './helpers.js'
-import { adminQuery, freshSchema, pgUrl } from './postgres-server.js'
+import { sleep, waitFor } from '../helpers.js'
+import { adminQuery, freshSchema, pgUrl } from '../postgres-server.js'
 
-const DEMO = join(import.meta.dirname, '..', 'dist/src/demo/main.js')
+const DEMO = join(import.meta.dirname, '..', '..', 'dist/src/tools/demo/main.js')
 
 const children: ChildProcess[] = []
 const dirs: string[] = []

@@ -11,7 +11,7 @@
 import { existsSync, readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { parseArgs } from 'node:util'
-import { createOrchestrator, InvalidInputError, LockstepError, TaskNotFoundError } from '../index.js'
+import { createOrchestrator, InvalidInputError, LockstepError, TaskNotFoundError } from '../../index.js'
 import type {
   Claim,
   CreateTaskInput,
@@ -23,7 +23,7 @@ import type {
   Task,
   TaskBoard,
   TaskStatus,
-} from '../index.js'
+} from '../../index.js'
 
 // ---- command table ----
 

@@ -3,9 +3,9 @@ import { execFileSync, spawnSync } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
-import { tempDbPath } from '../helpers.js'
+import { tempDbPath } from './helpers.js'
 
-const root = join(import.meta.dirname, '..', '..')
+const root = join(import.meta.dirname, '..')
 
 describe('package', () => {
   it('exports the built ESM entry with type declarations', () => {

@@ -10,7 +10,7 @@
 import { existsSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { parseArgs } from 'node:util'
-import { LockstepError } from '../errors.js'
+import { LockstepError } from '../../errors.js'
 import { DEFAULT_INSPECTOR_PORT, startInspector } from './server.js'
 
 export const INSPECT_USAGE = `Usage: lockstep inspect [--db PATH|URL [--schema S]] [--port N] [--host H --token T] [--json]

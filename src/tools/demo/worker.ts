@@ -7,7 +7,7 @@
  * its IPC channel to the parent closes (the parent exited, crashed or was killed), then
  * releases its claims and exits within a few seconds.
  */
-import { createOrchestrator, type WorkerPool } from '../index.js'
+import { createOrchestrator, type WorkerPool } from '../../index.js'
 
 // <db> is a SQLite path or a postgres:// URL; [schema] comes with a URL.
 const [db, tenant, worker, schema] = process.argv.slice(2)

@@ -4,10 +4,10 @@
  * is read-only at the database (persistence/inspect.ts), so inspecting a live board cannot
  * change it.
  */
-import { openInspectSource, type InspectTarget } from '../../persistence/inspect.js'
-import type { JournalRow } from '../../persistence/journal-rows.js'
-import type { InspectSource, RunRow, SessionActorRow, SessionListRow, TaskActorRow, TaskListRow } from '../../persistence/store.js'
-import { InvalidInputError } from '../errors.js'
+import { openInspectSource, type InspectTarget } from '../../../persistence/inspect.js'
+import type { JournalRow } from '../../../persistence/journal-rows.js'
+import type { InspectSource, RunRow, SessionActorRow, SessionListRow, TaskActorRow, TaskListRow } from '../../../persistence/store.js'
+import { InvalidInputError } from '../../errors.js'
 
 export type { InspectTarget }
 

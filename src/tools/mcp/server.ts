@@ -24,12 +24,12 @@ import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js'
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js'
 import { CallToolRequestSchema, type CallToolResult } from '@modelcontextprotocol/sdk/types.js'
 import { z } from 'zod'
-import type { PgConnection } from '../../persistence/postgres/connection.js'
-import { openDatabase, withBusyRetry, writeTransaction, type Db } from '../../persistence/sqlite/connection.js'
-import type { MachineDefinition } from '../core/kernel.js'
-import { InvalidInputError, LockstepError } from '../errors.js'
-import type { Orchestrator } from '../types.js'
-import { FileWatcher } from '../file-watcher.js'
+import type { PgConnection } from '../../../persistence/postgres/connection.js'
+import { openDatabase, withBusyRetry, writeTransaction, type Db } from '../../../persistence/sqlite/connection.js'
+import type { MachineDefinition } from '../../core/kernel.js'
+import { InvalidInputError, LockstepError } from '../../errors.js'
+import type { Orchestrator } from '../../types.js'
+import { FileWatcher } from '../../file-watcher.js'
 import type { CreateTools, ToolDef, ToolHost } from './tools.js'
 
 export const SERVER_NAME = 'lockstep'
@@ -584,7 +584,7 @@ async function openCallRecordTable(orch: Orchestrator, postgres: McpServeOptions
     }
     return SqliteCallRecordTable.open(orch.path)
   }
-  const { checkPgUrl, pgSchema } = await import('../../persistence/postgres/connection.js')
+  const { checkPgUrl, pgSchema } = await import('../../../persistence/postgres/connection.js')
   const where = `${checkPgUrl(postgres.url)} (schema ${pgSchema(postgres.schema).name})`
   if (where !== orch.path) {
     throw new InvalidInputError(`the call records must live beside the board: postgres names ${where}, the board is ${orch.path}`, { field: 'postgres' })
@@ -596,7 +596,7 @@ class PgCallRecordTable implements CallRecordTable {
   private constructor(private readonly conn: PgConnection) {}
 
   static async open(url: string, schema: string | undefined): Promise<PgCallRecordTable> {
-    const { openPostgres } = await import('../../persistence/postgres/open.js')
+    const { openPostgres } = await import('../../../persistence/postgres/open.js')
     return new PgCallRecordTable(await openPostgres(url, { schema, pool: { max: 2 } }))
   }
 
@@ -605,7 +605,7 @@ class PgCallRecordTable implements CallRecordTable {
   }
 
   async begin(key: string, tool: string) {
-    const { withTransaction } = await import('../../persistence/postgres/connection.js')
+    const { withTransaction } = await import('../../../persistence/postgres/connection.js')
     return withTransaction(this.conn, async (tx) => {
       // The row is created if missing (a racing server's insert waits for ours), else read under a lock.
       // The journal's highest seq is the recovery point: this call's effect gets a higher one.

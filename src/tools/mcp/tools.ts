@@ -16,7 +16,7 @@
  * whether the journal already holds the call's effect.
  */
 import { z } from 'zod'
-import { TASK_STATUSES, TaskNotFoundError, type Claim, type JournalEntry, type Json, type Orchestrator, type Task } from '../index.js'
+import { TASK_STATUSES, TaskNotFoundError, type Claim, type JournalEntry, type Json, type Orchestrator, type Task } from '../../index.js'
 
 /** One tool as the server registers it. */
 export interface ToolDef<Shape extends z.ZodRawShape = z.ZodRawShape> {

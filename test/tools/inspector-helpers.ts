@@ -1,7 +1,7 @@
 /** What the inspector's tests share: HTTP reads of its API and the board they inspect. */
 import { expect } from 'vitest'
-import type { Orchestrator } from '../src/index.js'
-import { sleep } from './helpers.js'
+import type { Orchestrator } from '../../src/index.js'
+import { sleep } from '../helpers.js'
 
 export async function get(base: string, path: string, init: RequestInit = {}): Promise<{ status: number; body: any }> {
   const res = await fetch(new URL(path, base), init)
