@@ -1,8 +1,9 @@
-// Creates one task from a separate OS process. usage: node create-one.mjs <db> <title>
-import { createOrchestrator } from '../../dist/src/index.js'
+// Creates one task from a separate OS process. usage: node create-one.mjs <store> <title>
+// (<store>: a SQLite path or "postgres://...|<schema>", see open-store.mjs)
+import { openStore } from './open-store.mjs'
 
 const [db, title] = process.argv.slice(2)
-const orch = await createOrchestrator({ path: db })
+const orch = await openStore(db)
 const task = await orch.tasks.create({ title })
 await orch.close()
 process.stdout.write(JSON.stringify({ id: task.id }) + '\n')

@@ -1,13 +1,13 @@
 // Reports to a session from its own OS process, after a start signal file appears (so
 // several processes report at nearly the same moment). Prints what the machine did.
-// usage: node session-report.mjs <db> <sessionId> <error|authorize> <startFile> [arg]
+// usage: node session-report.mjs <store> <sessionId> <error|authorize> <startFile> [arg]
+// (<store>: a SQLite path or "postgres://...|<schema>", see open-store.mjs)
 import { existsSync } from 'node:fs'
-import { createOrchestrator } from '../../dist/src/index.js'
+import { openStore } from './open-store.mjs'
 
 const [db, sessionId, action, startFile, arg] = process.argv.slice(2)
 const prompts = []
-const orch = await createOrchestrator({
-  path: db,
+const orch = await openStore(db, {
   runTimers: false,
   // This process's host: records the re-prompts the machine asks it for.
   sessionAdapter: { prompt: (_id, model, _message, info) => void prompts.push({ model, generation: info.generation }), abort: () => {} },
