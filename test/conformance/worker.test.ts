@@ -235,21 +235,48 @@ describe.each(STORES)('on $name', (store) => {
     it('stop() past its timeout aborts the handler and releases the task at once (not after the lease)', async (ctx) => {
       const orch = await store.open(ctx)
       const t = await orch.tasks.create({ title: 't', maxAttempts: 1 })
+      let started = false
       let reason: unknown
       const pool = orch.tasks.work({
         worker: 'w',
         leaseMs: 60_000,
         handler: async (_task, { signal }) => {
+          started = true
           await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve()))
           reason = signal.reason
         },
       })
-      await waitFor(async () => (await statusOf(orch, t.id)) === 'running')
+      // The handler itself, not just the claim (the task reads 'running' while the pool
+      // still reads the task, a round trip on PostgreSQL).
+      await waitFor(() => started)
       await pool.stop({ timeoutMs: 20 })
       expect(reason).toBeInstanceOf(WorkerStoppedError)
       const task = (await orch.tasks.get(t.id))!
       // Ready again immediately, and the released attempt does not use up maxAttempts: 1.
       expect(task).toMatchObject({ status: 'ready', attempts: 0 })
+      expect((await orch.tasks.runs(t.id)).map((r) => r.outcome)).toEqual(['released'])
+    })
+
+    it('a run stopped while its task is still being read never starts its handler, and the task is released', async (ctx) => {
+      const orch = await store.open(ctx)
+      const t = await orch.tasks.create({ title: 't', maxAttempts: 1 })
+      // The pool's board, with its read of the claimed task held until the test lets it go.
+      let reading: Promise<unknown> | null = null
+      let letRead!: () => void
+      const readGate = new Promise<void>((resolve) => (letRead = resolve))
+      const methods = ['claimNext', 'heartbeat', 'complete', 'fail', 'release', 'subscribe'] as const
+      const board = Object.fromEntries(methods.map((m) => [m, (orch.tasks[m] as (...args: unknown[]) => unknown).bind(orch.tasks)]))
+      board.get = (id: unknown) => (reading ??= readGate.then(() => orch.tasks.get(id as string)))
+      let called = false
+      const pool = startWorkerPool(board as never, { worker: 'w', leaseMs: 60_000, handler: async () => void (called = true) }, 60_000)
+      await waitFor(() => reading !== null)
+      await pool.stop({ timeoutMs: 0 })
+      letRead()
+      await reading
+      // Whatever the pool does once the read answers runs in microtasks: all done by now.
+      await new Promise((resolve) => setImmediate(resolve))
+      expect(called).toBe(false)
+      expect(await orch.tasks.get(t.id)).toMatchObject({ status: 'ready', attempts: 0 })
       expect((await orch.tasks.runs(t.id)).map((r) => r.outcome)).toEqual(['released'])
     })
 
