@@ -23,6 +23,13 @@ interface Subscriber {
 }
 
 const BATCH = 1_000
+/**
+ * How long a page waits for the horizon to cover this process's own commits. It waits for
+ * the step transactions that were open below them (milliseconds); a transaction stuck
+ * open (a frozen process) must not hang every events() call, so past this the page is
+ * what is final.
+ */
+const OWN_COMMITS_WAIT_MS = 2_000
 
 export class JournalFeed {
   private readonly subscribers = new Set<Subscriber>()
@@ -35,6 +42,8 @@ export class JournalFeed {
   private pending: JournalEntry[] = []
   /** The highest seq this process knows to be final (read from the horizon, or committed here in order). */
   private known = 0
+  /** The highest seq this process has committed: a page includes it (read your own writes). */
+  private committedHere = 0
 
   constructor(
     private readonly source: JournalSource,
@@ -42,6 +51,7 @@ export class JournalFeed {
     private readonly onError: (error: unknown) => void,
     /** A local commit's entries are final at once and no lower seq can commit later (SQLite). */
     private readonly localCommitsInOrder: boolean,
+    private readonly ownCommitsWaitMs = OWN_COMMITS_WAIT_MS,
   ) {}
 
   /** Read the horizon once, so that subscriptions without `after` start at the present. */
@@ -49,10 +59,21 @@ export class JournalFeed {
     this.known = await this.source.horizon()
   }
 
-  /** A page of committed entries, never beyond the horizon. */
+  /**
+   * A page of committed entries, never beyond the horizon, and with every entry this
+   * process committed before the call: where commits land out of seq order (PostgreSQL)
+   * the horizon can lag behind a commit while another transaction holds a lower seq, so
+   * the page waits for it to catch up (bounded) rather than leave the caller's own write out.
+   */
   async page(query: JournalPage): Promise<JournalEntry[]> {
     if (this.closed) throw new ClosedError()
-    const upTo = await this.source.horizon()
+    const own = this.committedHere
+    const deadline = Date.now() + this.ownCommitsWaitMs
+    let upTo = await this.source.horizon()
+    while (upTo < own && Date.now() < deadline && !this.closed) {
+      await new Promise((resolve) => setTimeout(resolve, 2))
+      upTo = await this.source.horizon()
+    }
     return this.source.page({ ...query, upTo })
   }
 
@@ -79,6 +100,7 @@ export class JournalFeed {
 
   /** A local commit wrote these entries (consecutive seqs). */
   wake(entries: JournalEntry[]): void {
+    if (entries.length > 0) this.committedHere = Math.max(this.committedHere, entries[entries.length - 1]!.seq)
     if (entries.length > 0 && this.localCommitsInOrder) this.known = Math.max(this.known, entries[entries.length - 1]!.seq)
     if (this.subscribers.size === 0) return
     this.pending.push(...entries)

@@ -273,6 +273,7 @@ export class Sessions implements SessionsApi {
           throw new InvalidTransitionError(sessionId, 'PROMPT', step.stateBefore, reason)
         }
       })
+      driver.promptCommitted()
       driver.observe(await this.mustGet(sessionId))
       return await driver.done
     } finally {
@@ -372,6 +373,12 @@ class RunDriver {
   private unsubscribe: Unsubscribe | null = null
   private settled = false
   /**
+   * Set once this run's PROMPT has committed. A session read begun before that shows the
+   * previous prompt (on PostgreSQL a new subscription may also be handed entries from just
+   * before it started): judged against this run's message it would look superseded.
+   */
+  private prompted = false
+  /**
    * A ref'd handle held exactly while the run is pending. The orchestrator's timer loop and
    * journal feed are unref'd (an idle orchestrator must not keep a process alive), so a
    * script whose only pending work is this run, waiting on a durable timer (a same-model
@@ -398,7 +405,14 @@ class RunDriver {
     this.unsubscribe = this.sessions.subscribe(() => void this.refresh(), { sessionId: this.sessionId })
   }
 
+  /** The PROMPT committed: from now on every session read shows it or something newer. */
+  promptCommitted(): void {
+    this.prompted = true
+  }
+
   stop(): void {
+    // A run() that ended (or never started: SESSION_BUSY) settles nothing more; nobody awaits it.
+    this.settled = true
     if (this.keepAlive !== null) clearInterval(this.keepAlive)
     this.keepAlive = null
     this.unsubscribe?.()
@@ -414,7 +428,8 @@ class RunDriver {
   }
 
   private async refresh(): Promise<void> {
-    if (this.settled) return
+    // Before the PROMPT commits, run() itself reads the session once it has.
+    if (this.settled || !this.prompted) return
     try {
       const session = await this.sessions.get(this.sessionId)
       if (session) this.observe(session)
@@ -466,10 +481,14 @@ class RunDriver {
     const controller = new AbortController()
     this.calls.set(generation, controller)
     let tokenReported = false
+    // The call's end is reported after its first token has been: on a store whose writes
+    // from one process run concurrently (PostgreSQL), COMPLETED could otherwise commit first
+    // and the TOKEN be refused, leaving no first_token in the journal.
+    let tokenReport: Promise<unknown> = Promise.resolve()
     const onToken = () => {
       if (tokenReported || controller.signal.aborted) return
       tokenReported = true
-      this.sessions.report(this.sessionId, { type: 'TOKEN', generation, model }).catch((error: unknown) => this.fail(error as Error))
+      tokenReport = this.sessions.report(this.sessionId, { type: 'TOKEN', generation, model }).catch((error: unknown) => this.fail(error as Error))
     }
     Promise.resolve()
       .then(() => this.input.call({ model, message: this.message, signal: controller.signal, onToken, generation, attempt }))
@@ -477,11 +496,11 @@ class RunDriver {
         (output) => {
           if (controller.signal.aborted) return
           this.outputs.set(generation, output)
-          return this.sessions.report(this.sessionId, { type: 'COMPLETED', generation, model })
+          return tokenReport.then(() => this.sessions.report(this.sessionId, { type: 'COMPLETED', generation, model }))
         },
         (error: unknown) => {
           if (controller.signal.aborted) return // our own abort: not a failure of the model
-          return this.sessions.report(this.sessionId, { type: 'ERROR', generation, model, error: toModelError(error) })
+          return tokenReport.then(() => this.sessions.report(this.sessionId, { type: 'ERROR', generation, model, error: toModelError(error) }))
         },
       )
       .then((result) => result && this.observe(result.session))

@@ -280,6 +280,9 @@ class Pool implements WorkerPool {
     let outcome: { ok: true; value: HandlerResult } | { ok: false; error: unknown }
     try {
       const task = await this.board.get(claim.taskId)
+      // Stopped, cancelled or lost while the task was read: its handler never starts (it
+      // would get a signal already aborted, and no 'abort' event to wait for).
+      if (run.settled) return
       if (!task) throw new Error(`task ${claim.taskId} vanished`)
       const value = await this.config.handler(task, {
         signal: run.controller.signal,

@@ -34,15 +34,19 @@ export function raw(path: string): Database.Database {
   return db
 }
 
-/** Row counts of every lockstep table: "writes nothing" means these do not change. */
+/**
+ * Row counts of every lockstep table, plus the sums of task and session versions (a step
+ * that writes a row bumps its version): "writes nothing" means these do not change.
+ */
 export function tableCounts(path: string): Record<string, number> {
   const db = new Database(path, { readonly: true })
   try {
     const counts: Record<string, number> = {}
-    for (const table of ['tasks', 'task_links', 'runs', 'journal', 'timers']) {
+    for (const table of ['tasks', 'task_links', 'runs', 'journal', 'timers', 'sessions']) {
       counts[table] = (db.prepare(`SELECT COUNT(*) AS n FROM ${table}`).get() as { n: number }).n
     }
     counts.changes = (db.prepare('SELECT COALESCE(SUM(version), 0) AS n FROM tasks').get() as { n: number }).n
+    counts.sessionChanges = (db.prepare('SELECT COALESCE(SUM(version), 0) AS n FROM sessions').get() as { n: number }).n
     return counts
   } finally {
     db.close()

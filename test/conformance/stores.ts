@@ -20,13 +20,14 @@ export interface StoreUnderTest {
    */
   open(ctx: TestContext, options?: CommonOptions): Promise<Orchestrator & { spec: string }>
   /**
-   * Row counts of every board table, plus the sum of task versions, read with the store's
-   * own SQL: "bad input writes nothing" means these do not change.
+   * Row counts of every board and session table, plus the sums of task and session
+   * versions, read with the store's own SQL: "bad input writes nothing" means these do not
+   * change.
    */
   tableCounts(spec: string): Promise<Record<string, number>>
 }
 
-const BOARD_TABLES = ['tasks', 'task_links', 'runs', 'journal', 'timers']
+const BOARD_TABLES = ['tasks', 'task_links', 'runs', 'journal', 'timers', 'sessions']
 
 export const STORES: StoreUnderTest[] = [
   {
@@ -57,6 +58,7 @@ export const STORES: StoreUnderTest[] = [
         counts[table] = Number((await adminQuery<{ n: string }>(`SELECT COUNT(*) AS n FROM "${schema}".${table}`))[0]!.n)
       }
       counts.changes = Number((await adminQuery<{ n: string }>(`SELECT COALESCE(SUM(version), 0) AS n FROM "${schema}".tasks`))[0]!.n)
+      counts.sessionChanges = Number((await adminQuery<{ n: string }>(`SELECT COALESCE(SUM(version), 0) AS n FROM "${schema}".sessions`))[0]!.n)
       return counts
     },
   },

@@ -2,7 +2,8 @@
  * The journal feed on a store whose commits do not land in seq order (as on PostgreSQL,
  * where seq 2 can commit before seq 1): a subscriber reads only up to the store's horizon,
  * so it gets every entry exactly once, in seq order, and never one beyond the horizon,
- * even when this process committed it.
+ * even when this process committed it; a page (events()) waits, bounded, for the horizon
+ * to cover this process's own commits.
  */
 import { describe, expect, it } from 'vitest'
 import type { JournalPage, JournalSource } from '../../persistence/store.js'
@@ -80,5 +81,34 @@ describe('journal feed on a store whose commits land out of seq order', () => {
     stop()
     feed.close()
     expect(errors).toEqual([])
+  })
+
+  it("a page waits for the horizon to cover this process's own commits (read your writes)", async () => {
+    const journal = new OutOfOrderJournal()
+    const feed = new JournalFeed(journal, 5, (e) => expect.fail(String(e)), false)
+    await feed.open()
+    // This process committed seq 2 while another transaction still holds seq 1.
+    journal.committed.push(entry(2))
+    feed.wake([entry(2)])
+    let answered = false
+    const page = feed.page({ after: 0, limit: 10 }).then((entries) => ((answered = true), entries))
+    await settle()
+    expect(answered).toBe(false)
+    journal.committed.push(entry(1))
+    journal.horizonSeq = 2
+    expect((await page).map((e) => e.seq)).toEqual([1, 2])
+    feed.close()
+  })
+
+  it('a page waits a bounded time: a transaction stuck below its own commit leaves what is final', async () => {
+    const journal = new OutOfOrderJournal()
+    const feed = new JournalFeed(journal, 5, (e) => expect.fail(String(e)), false, 50)
+    await feed.open()
+    journal.committed.push(entry(1))
+    journal.horizonSeq = 1
+    journal.committed.push(entry(3))
+    feed.wake([entry(3)])
+    expect((await feed.page({ after: 0, limit: 10 })).map((e) => e.seq)).toEqual([1])
+    feed.close()
   })
 })

@@ -1,5 +1,5 @@
 // Creates one task from a separate OS process.
-// usage: node create-one.mjs <store> <title>   (store: see open-store.mjs)
+// usage: node create-one.mjs <store> <title>   (store: a SQLite path or "postgres://...|<schema>", see open-store.mjs)
 import { openStore } from './open-store.mjs'
 
 const [store, title] = process.argv.slice(2)

@@ -1,15 +1,16 @@
 // A run() on a shared session from its own OS process. Prints what happened as JSON.
-// usage: node session-run.mjs <db> <sessionId> <mode>
+// usage: node session-run.mjs <store> <sessionId> <mode>
+// (<store>: a SQLite path or "postgres://...|<schema>", see open-store.mjs)
 //   try:            one run() whose model answers at once; prints { output } or { code, message }
 //   die-streaming:  a run() whose model streams and never ends; the process SIGKILLs itself
 //                   once the first token is committed (a host that crashed mid-answer)
 //   retry-only:     the script's only pending work is `await run()` with a same-model retry
 //                   waiting on a durable timer; prints { output, calls } (and must exit 0)
-import { createOrchestrator } from '../../dist/src/index.js'
+import { openStore } from './open-store.mjs'
 
 const [db, sessionId, mode] = process.argv.slice(2)
 const models = ['a/primary', 'b/fallback']
-const orch = await createOrchestrator({ path: db, pollMs: 10 })
+const orch = await openStore(db, { pollMs: 10 })
 
 if (mode === 'try') {
   const out = await orch.sessions
