@@ -140,11 +140,12 @@ export async function createOrchestrator(options: OrchestratorOptions = {}): Pro
   kernel.onCommit((commit) => {
     if (commit.journal.length > 0) feed.wake(commit.journal)
     if (commit.earliestTimerDue !== null) timers.poke(commit.earliestTimerDue)
-    wakes?.announce()
+    wakes?.announce(commit.earliestTimerDue)
   })
-  await wakes?.start(() => {
+  await wakes?.start((wake) => {
     feed.poke()
-    timers.poke(kernel.now())
+    // Only a timer due sooner than the loop's next look makes it look (no query otherwise).
+    if (wake.timerDue !== null) timers.poke(wake.timerDue)
   })
   // A reader delivers no timers: a delivery is a write (the writers' processes deliver them).
   if (runTimers && !readOnly) timers.start()

@@ -8,7 +8,7 @@ import { ReadOnlyError } from '../../src/errors.js'
 import type { JournalSource, ReadDriver } from '../store.js'
 import { openPool, type PgConnection, type PgOpenOptions } from './connection.js'
 import { checkReadable, migrate, type MigrateResult } from './migrations.js'
-import { notifyWake, WakeListener } from './notify.js'
+import { notifyWake, WakeListener, type Wake } from './notify.js'
 import { PgJournalSource, PgReadDriver, PgReads } from './reads.js'
 import { PgDriver } from './store.js'
 
@@ -41,13 +41,39 @@ export interface OpenedPostgresStore {
   close(): Promise<void>
 }
 
+/** What a wake-up says: the journal moved, and (when known) the earliest timer a commit set. */
+export interface CommitWake {
+  /**
+   * The earliest due time (database clock) of the timers the announced commits set, or
+   * null when they set none: a timer loop need not look before it. 0 after a reconnect
+   * (the listener was deaf: look now).
+   */
+  timerDue: number | null
+}
+
 /** How processes sharing a store wake each other after a commit, sooner than their next poll. */
 export interface StoreWakes {
   /** Listen; `onWake` runs when another process (or this one) announced a commit. */
-  start(onWake: () => void): Promise<void>
-  /** A commit wrote journal entries or timers: tell the others (after commit, coalesced). */
-  announce(): void
+  start(onWake: (wake: CommitWake) => void): Promise<void>
+  /** A commit wrote journal entries or timers (the earliest due, or null): tell the others (after commit, coalesced). */
+  announce(earliestTimerDue: number | null): void
   close(): Promise<void>
+}
+
+/**
+ * The wake-up of one payload: `{"k":"commit"}` says the journal moved;
+ * `{"k":"timer","ids":["<due ms>"]}` also gives the earliest timer the commits set, so
+ * every other process's timer loop learns when to look without a query (every claim sets
+ * a lease timer: a look per process per commit was most of the cost of 4 processes).
+ */
+export function commitWakeOf(wake: Wake): CommitWake {
+  if (wake.kind === 'timer' && wake.ids !== null && wake.ids.length === 1) {
+    const due = Number(wake.ids[0])
+    if (Number.isSafeInteger(due) && due >= 0) return { timerDue: due }
+  }
+  // A reconnect ('*'), or a payload this version does not know: look now.
+  if (wake.kind !== 'commit') return { timerDue: 0 }
+  return { timerDue: null }
 }
 
 /**
@@ -60,10 +86,15 @@ function wakesOf(conn: PgConnection): StoreWakes {
   let inFlight = false
   let again = false
   let closed = false
+  /** The earliest timer of the commits not announced yet (null: none set one). */
+  let timerDue: number | null = null
   const send = () => {
     inFlight = true
     again = false
-    notifyWake(conn.pool, conn.schema, 'commit', [])
+    const due = timerDue
+    timerDue = null
+    const sent = due === null ? notifyWake(conn.pool, conn.schema, 'commit', []) : notifyWake(conn.pool, conn.schema, 'timer', [String(due)])
+    sent
       .catch(() => {}) // a lost wake-up only delays others until their next poll
       .finally(() => {
         inFlight = false
@@ -72,12 +103,13 @@ function wakesOf(conn: PgConnection): StoreWakes {
   }
   return {
     async start(onWake) {
-      listener = new WakeListener(conn, { onWake: () => onWake() })
+      listener = new WakeListener(conn, { onWake: (wake) => onWake(commitWakeOf(wake)) })
       await listener.start()
     },
-    announce() {
+    announce(earliestTimerDue) {
       // A read-only connection cannot NOTIFY; a reader commits nothing to announce anyway.
       if (closed || conn.readOnly) return
+      if (earliestTimerDue !== null) timerDue = timerDue === null ? earliestTimerDue : Math.min(timerDue, earliestTimerDue)
       if (inFlight) again = true
       else send()
     },

@@ -4,6 +4,7 @@
  * once instead of at their next poll (here 10 s apart, far longer than the test waits).
  */
 import { describe, expect, it } from 'vitest'
+import { commitWakeOf } from '../../../persistence/postgres/open.js'
 import { createOrchestrator, type JournalEntry } from '../../../src/index.js'
 import { sleep, waitFor } from '../../helpers.js'
 import { freshSchema, pgUrl } from '../../postgres-server.js'
@@ -34,5 +35,16 @@ describe('PostgreSQL wake-ups', () => {
     await waitFor(async () => (await watcher.tasks.get(task.id))!.status === 'ready', 5_000)
     // Its subscriber hears of it too (the reclaim was this process's own commit).
     await waitFor(() => seen.some((e) => e.kind === 'reclaimed'), 5_000)
+  })
+})
+
+describe('what a wake-up tells a timer loop', () => {
+  it('a commit without timers says so; one with timers names the earliest due; a reconnect or an unknown payload says look now', () => {
+    expect(commitWakeOf({ kind: 'commit', ids: null })).toEqual({ timerDue: null })
+    expect(commitWakeOf({ kind: 'timer', ids: ['1767225600000'] })).toEqual({ timerDue: 1767225600000 })
+    expect(commitWakeOf({ kind: '*', ids: null })).toEqual({ timerDue: 0 })
+    for (const wake of [{ kind: 'timer', ids: null }, { kind: 'timer', ids: ['soon'] }, { kind: 'timer', ids: ['1', '2'] }, { kind: 'other', ids: [] }]) {
+      expect(commitWakeOf(wake)).toEqual({ timerDue: 0 })
+    }
   })
 })
