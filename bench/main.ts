@@ -22,7 +22,7 @@ import { rmSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { machineFacts, type MachineFacts } from './machine.js'
-import { checkDbUrl, serverFacts, type ServerFacts } from './postgres.js'
+import { checkDbUrl, dropLiveSchemas, serverFacts, type ServerFacts } from './postgres.js'
 import type { Implementation, Synchronous } from './protocol.js'
 import { renderSection, row, writeJson, type Cell, type Row, type Section } from './report.js'
 import {
@@ -398,7 +398,8 @@ function postgresHeader(machine: MachineFacts, server: ServerFacts, options: Ben
     `  ${settings}`,
     `  ${options.tasks} tasks per scenario | ${options.repetitions} repetition(s) | warm-up ${options.warmup} tasks per process`,
     `  create→start: ${options.latencySamples} samples per case, one run each after the repetitions`,
-    '  each measurement on a fresh schema of its own (dropped after); both sides with pg.Pool defaults; READ COMMITTED',
+    "  each measurement on a fresh schema of its own (dropped after) | pool size pg's default (10) per process, both sides | READ COMMITTED",
+    "  lockstep: createOrchestrator({ url, schema }) with its defaults (timer loop, journal feed, LISTEN/NOTIFY wake-ups) | baseline: bench/baseline-postgres.ts",
     ...COMMON_HEADER,
     "  CPU per op: user+system time of the Node worker processes / ops (the server's backends are not counted)",
   ].join('\n')
@@ -432,6 +433,16 @@ async function runPostgres(url: string, options: BenchOptions, machine: MachineF
     server = await serverFacts(url, where)
   } catch (error) {
     throw new UsageError(`--db: no PostgreSQL server answers at ${where}: ${(error as Error).message || String(error)}`)
+  }
+  // Ctrl-C: the workers exit with their parent (worker.ts); drop the schemas of the
+  // measurement under way, which its `finally` would have, then leave.
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      console.error(`\nbench: ${signal}: dropping this run's schemas`)
+      dropLiveSchemas()
+        .catch((error: unknown) => console.error(`bench: could not drop every schema: ${(error as Error).message}`))
+        .finally(() => process.exit(130))
+    })
   }
   console.log(postgresHeader(machine, server, options))
   const plan: SectionPlan = {

@@ -35,7 +35,7 @@ let schemaCounter = 0
  * A schema name no other run, process or measurement uses: lockstep's rule (a lower-case
  * identifier of at most 54 bytes) with room for a warm-up suffix (`_w<pid>`).
  */
-export function freshSchemaName(impl: string): string {
+function freshSchemaName(impl: string): string {
   return `bench_${process.pid}_${Date.now().toString(36)}_${++schemaCounter}_${impl.slice(0, 1)}`
 }
 
@@ -47,6 +47,35 @@ export function scratchSchemaName(schema: string): string {
 export async function dropSchema(url: string, schema: string): Promise<void> {
   // The name is ours (freshSchemaName), a plain identifier: safe to quote and inline.
   await adminQuery(url, `DROP SCHEMA IF EXISTS "${schema}" CASCADE`)
+}
+
+/** Measured schemas that exist right now (created, not yet dropped), by URL. */
+const live = new Map<string, string>()
+
+/** Run `fn` on a new schema name, dropped afterwards (and by dropLiveSchemas on an interrupt). */
+export async function withFreshSchema<T>(url: string, impl: string, fn: (schema: string) => Promise<T>): Promise<T> {
+  const schema = freshSchemaName(impl)
+  live.set(schema, url)
+  try {
+    return await fn(schema)
+  } finally {
+    await dropSchema(url, schema)
+    live.delete(schema)
+  }
+}
+
+/**
+ * An interrupted run (Ctrl-C) skips the `finally` that drops its schemas: drop them here,
+ * with the warm-up schemas of their workers (`<schema>_w<pid>`, which those workers drop
+ * themselves unless they were stopped too).
+ */
+export async function dropLiveSchemas(): Promise<void> {
+  for (const [schema, url] of live) {
+    const scratch = await adminQuery<{ name: string }>(url, `SELECT nspname AS name FROM pg_namespace WHERE starts_with(nspname, $1)`, [`${schema}_w`])
+    for (const { name } of scratch) await dropSchema(url, name)
+    await dropSchema(url, schema)
+    live.delete(schema)
+  }
 }
 
 export interface PgCounts {

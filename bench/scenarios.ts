@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import { EVENTS_TABLE, openBoard } from './boards.js'
 import { runJobs } from './cluster.js'
-import { countPgRows, dropSchema, freshSchemaName } from './postgres.js'
+import { countPgRows, withFreshSchema } from './postgres.js'
 import type { BoardSpec, Implementation, Job, LatencySpec, Synchronous } from './protocol.js'
 import { perSecond } from './stats.js'
 
@@ -71,12 +71,7 @@ export interface CycleSample {
 async function onFreshBoard<T>(impl: Implementation, config: ScenarioConfig, fn: (board: BoardSpec) => Promise<T>): Promise<T> {
   const target = config.target
   if (target.store === 'postgres') {
-    const schema = freshSchemaName(impl)
-    try {
-      return await fn({ store: 'postgres', impl, url: target.url, schema })
-    } finally {
-      await dropSchema(target.url, schema)
-    }
+    return withFreshSchema(target.url, impl, (schema) => fn({ store: 'postgres', impl, url: target.url, schema }))
   }
   const dir = mkdtempSync(join(tmpdir(), 'lockstep-bench-'))
   try {

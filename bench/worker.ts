@@ -64,6 +64,20 @@ async function warmUp(spec: BoardSpec, tasks: number): Promise<void> {
   })
 }
 
+/** Set when this worker disconnects itself (its result sent): any other disconnect means the parent is gone. */
+let leaving = false
+
+function leave(): void {
+  leaving = true
+  process.disconnect()
+}
+
+// A parent that dies (Ctrl-C, a crash) must not leave workers running on: on a shared
+// PostgreSQL server they would hold connections and keep writing.
+process.on('disconnect', () => {
+  if (!leaving) process.exit(1)
+})
+
 async function main(): Promise<void> {
   const job = JSON.parse(process.argv[2]!) as Job
   if (job.mode === 'pool' || job.mode === 'latency') {
@@ -78,7 +92,7 @@ async function main(): Promise<void> {
     }
     const result = job.mode === 'pool' ? await runPool(job, life) : await runLatency(job, life)
     await send({ type: 'result', result })
-    process.disconnect()
+    leave()
     return
   }
   await warmUp(job.board, job.warmup)
@@ -90,7 +104,7 @@ async function main(): Promise<void> {
   await send({ type: 'finished' })
   await send({ type: 'result', result })
   await board.close()
-  process.disconnect()
+  leave()
 }
 
 main().catch(async (error: unknown) => {
