@@ -18,7 +18,7 @@
  */
 import { randomUUID } from 'node:crypto'
 import Database from 'better-sqlite3'
-import type { BoardSpec } from './protocol.js'
+import type { SqliteBoardSpec } from './protocol.js'
 
 /** The same lease lockstep grants by default, so both write the same kind of row. */
 const LEASE_MS = 30_000
@@ -78,7 +78,7 @@ export class BaselineBoard {
   private readonly anyReady: Database.Statement
   private readonly completeTx: (claim: BaselineClaim, now: number) => void
 
-  constructor(spec: BoardSpec) {
+  constructor(spec: SqliteBoardSpec) {
     const db = new Database(spec.path)
     db.pragma('journal_mode = WAL')
     db.pragma(`synchronous = ${spec.synchronous}`)

@@ -10,6 +10,8 @@ export interface MachineFacts {
   cpuCount: number
   cpuModel: string
   betterSqlite3: string
+  /** node-postgres, both PostgreSQL sides' driver. */
+  pg: string
   sqlite: string
   xstate: string
   tmpdir: string
@@ -39,6 +41,7 @@ export function machineFacts(): MachineFacts {
     cpuCount: cores.length,
     cpuModel: cores[0]?.model.trim() ?? 'unknown',
     betterSqlite3: packageVersion('better-sqlite3'),
+    pg: packageVersion('pg'),
     sqlite: sqliteVersion(),
     xstate: packageVersion('xstate'),
     tmpdir: tmpdir(),

@@ -1,22 +1,28 @@
 /**
- * `npm run bench`: lockstep against a hand-written better-sqlite3 baseline doing the
- * same work, in the same run, on the same machine.
+ * `npm run bench`: lockstep against hand-written baselines doing the same work, in the
+ * same run, on the same machine: better-sqlite3 by default, node-postgres with --db.
  *
- *   node dist/bench/main.js [--quick] [--full] [--reps N] [--profile]
+ *   npm run bench                                                   SQLite section
+ *   npm run bench -- --db postgres://postgres@127.0.0.1:5432/test   PostgreSQL section (a fresh schema per measurement, dropped after)
+ *   node dist/bench/main.js [--quick] [--full] [--reps N] [--profile] [--db URL]
  *   LOCKSTEP_BENCH_TASKS=5000 LOCKSTEP_BENCH_LATENCY_SAMPLES=500 npm run bench
  *
  * --quick    300 tasks, 1 repetition, 40 latency samples (a smoke run)
- * --full     also run every scenario with synchronous=FULL
+ * --full     SQLite: also run every scenario with synchronous=FULL
+ * --db URL   a postgres:// or postgresql:// URL: run the PostgreSQL section instead of SQLite's
+ *            (create, claim→complete at 1, 2 and 4 processes, create→start latency)
  * --profile  write a V8 CPU profile of every measured worker to .bench/profiles/<scenario>/
  *            (summarize one with: node dist/bench/profile-summary.js <file> --under runCycles;
  *            the pool scenario's workers run the pool's work in microtasks, so read those whole)
  *
- * Prints a table per synchronous mode and writes the same figures to .bench/results.json.
+ * Prints a table per section and writes the same figures to .bench/results.json (SQLite)
+ * or .bench/results-postgres.json (PostgreSQL).
  */
 import { rmSync } from 'node:fs'
 import { resolve } from 'node:path'
-import { parseArgs } from 'node:util'
+import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { machineFacts, type MachineFacts } from './machine.js'
+import { checkDbUrl, dropLiveSchemas, serverFacts, type ServerFacts } from './postgres.js'
 import type { Implementation, Synchronous } from './protocol.js'
 import { renderSection, row, writeJson, type Cell, type Row, type Section } from './report.js'
 import {
@@ -31,10 +37,13 @@ import {
   type Placement,
   type PoolSample,
   type ScenarioConfig,
+  type StoreTarget,
 } from './scenarios.js'
 import { median, summarize, type LatencySummary } from './stats.js'
 
-const PROCESS_COUNTS = [1, 4] as const
+const SQLITE_PROCESS_COUNTS = [1, 4]
+/** Parallel writers are the point of the PostgreSQL store: 2 shows the curve between. */
+const POSTGRES_PROCESS_COUNTS = [1, 2, 4]
 const IMPLEMENTATIONS: readonly Implementation[] = ['lockstep', 'baseline']
 const PLACEMENTS: readonly Placement[] = ['in-process', 'cross-process']
 /** lockstep's default pollMs, and a tighter one; the baseline poller runs at the same period. */
@@ -44,8 +53,15 @@ const LATENCY_GAP_MS: [number, number] = [5, 20]
 /** The design target (DESIGN.md): lockstep at least half the hand-written cycle rate. */
 const TARGET_RATIO = 0.5
 const RESULTS_PATH = resolve('.bench/results.json')
+const POSTGRES_RESULTS_PATH = resolve('.bench/results-postgres.json')
+const EXAMPLE_DB = 'postgres://postgres@127.0.0.1:5432/test'
+
+/** A mistake on the command line: printed as one line, no stack. */
+class UsageError extends Error {}
 
 interface BenchOptions {
+  /** A postgres:// URL: run the PostgreSQL section instead of SQLite's. */
+  db?: string
   tasks: number
   repetitions: number
   warmup: number
@@ -58,17 +74,25 @@ interface BenchOptions {
 }
 
 function parseOptions(): BenchOptions {
-  const { values } = parseArgs({
+  const { values } = parseArgsOrExplain({
     options: {
       quick: { type: 'boolean', default: false },
       full: { type: 'boolean', default: false },
       profile: { type: 'boolean', default: false },
       reps: { type: 'string' },
+      db: { type: 'string' },
     },
   })
+  const db = values.db
+  if (db !== undefined) {
+    const checked = checkDbUrl(db)
+    if (!checked.ok) throw new UsageError(`--db: ${checked.problem} (e.g. --db ${EXAMPLE_DB}; without --db the bench runs on SQLite)`)
+    if (values.full) throw new UsageError('--full runs the SQLite scenarios with synchronous=FULL: it does not apply with --db')
+  }
   const envTasks = process.env.LOCKSTEP_BENCH_TASKS
   const envSamples = process.env.LOCKSTEP_BENCH_LATENCY_SAMPLES
   return {
+    db,
     tasks: envTasks ? positiveInt(envTasks, 'LOCKSTEP_BENCH_TASKS') : values.quick ? 300 : 2000,
     repetitions: values.reps ? positiveInt(values.reps, '--reps') : values.quick ? 1 : 3,
     warmup: values.quick ? 50 : 200,
@@ -83,9 +107,20 @@ function parseOptions(): BenchOptions {
   }
 }
 
+/** parseArgs, its refusals (an unknown flag, --db without a value) as usage errors. */
+function parseArgsOrExplain<T extends ParseArgsConfig>(config: T): ReturnType<typeof parseArgs<T>> {
+  try {
+    return parseArgs(config)
+  } catch (error) {
+    const code = (error as { code?: unknown }).code
+    if (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS')) throw new UsageError((error as Error).message)
+    throw error
+  }
+}
+
 function positiveInt(text: string, name: string): number {
   const n = Number(text)
-  if (!Number.isInteger(n) || n < 1) throw new Error(`${name} must be a positive integer, got ${JSON.stringify(text)}`)
+  if (!Number.isInteger(n) || n < 1) throw new UsageError(`${name} must be a positive integer, got ${JSON.stringify(text)}`)
   return n
 }
 
@@ -94,6 +129,7 @@ const progress = (line: string) => process.stderr.write(`  ${line}\n`)
 interface ModeSamples {
   create: Record<Implementation, CreateSample[]>
   cycles: Map<number, Record<Implementation, CycleSample[]>>
+  /** SQLite only (empty on PostgreSQL). */
   pool: Map<number, Record<Implementation, PoolSample[]>>
   /** By latencyKey(); one run each (not per repetition): its samples are the repetitions. */
   latency: Map<string, LatencySample>
@@ -101,34 +137,46 @@ interface ModeSamples {
 
 const latencyKey = (impl: Implementation, placement: Placement, pollMs: number) => `${impl} ${placement} pollMs=${pollMs}`
 
-async function runMode(synchronous: Synchronous, options: BenchOptions): Promise<ModeSamples> {
-  const config: ScenarioConfig = { ...options, synchronous }
+/** One section's plan: where the boards live and which scenarios run. */
+interface SectionPlan {
+  /** Printed before the table, and the prefix of progress lines and profile directories. */
+  name: string
+  target: StoreTarget
+  processCounts: readonly number[]
+  /** The worker-pool scenario (SQLite only for now). */
+  pool: boolean
+}
+
+async function runSection(plan: SectionPlan, options: BenchOptions): Promise<ModeSamples> {
+  const config: ScenarioConfig = { ...options, target: plan.target }
+  const both = () => ({ lockstep: [], baseline: [] })
   const samples: ModeSamples = {
-    create: { lockstep: [], baseline: [] },
-    cycles: new Map(PROCESS_COUNTS.map((p) => [p, { lockstep: [], baseline: [] }])),
-    pool: new Map(PROCESS_COUNTS.map((p) => [p, { lockstep: [], baseline: [] }])),
+    create: both(),
+    cycles: new Map(plan.processCounts.map((p) => [p, both()])),
+    pool: new Map(plan.pool ? plan.processCounts.map((p) => [p, both()]) : []),
     latency: new Map(),
   }
+  const name = plan.name
   for (let rep = 0; rep < options.repetitions; rep++) {
     // Alternate who goes first, so a machine that warms up or throttles favours neither.
     const order = rep % 2 === 0 ? IMPLEMENTATIONS : [...IMPLEMENTATIONS].reverse()
-    const tag = `[${synchronous} ${rep + 1}/${options.repetitions}]`
+    const tag = `[${name} ${rep + 1}/${options.repetitions}]`
     for (const impl of order) {
-      const sample = await measureCreate(impl, config, `${synchronous}-create-r${rep + 1}`)
+      const sample = await measureCreate(impl, config, `${name}-create-r${rep + 1}`)
       samples.create[impl].push(sample)
       progress(`${tag} create ${impl}: ${Math.round(sample.rate)} tasks/s`)
     }
-    for (const processes of PROCESS_COUNTS) {
+    for (const [processes, bySide] of samples.cycles) {
       for (const impl of order) {
-        const sample = await measureCycles(impl, processes, config, `${synchronous}-p${processes}-r${rep + 1}`)
-        samples.cycles.get(processes)![impl].push(sample)
+        const sample = await measureCycles(impl, processes, config, `${name}-p${processes}-r${rep + 1}`)
+        bySide[impl].push(sample)
         progress(`${tag} claim→complete ${impl} x${processes}: ${Math.round(sample.rate)} cycles/s`)
       }
     }
-    for (const processes of PROCESS_COUNTS) {
+    for (const [processes, bySide] of samples.pool) {
       for (const impl of order) {
-        const sample = await measurePool(impl, processes, config, `${synchronous}-pool-p${processes}-r${rep + 1}`)
-        samples.pool.get(processes)![impl].push(sample)
+        const sample = await measurePool(impl, processes, config, `${name}-pool-p${processes}-r${rep + 1}`)
+        bySide[impl].push(sample)
         progress(`${tag} worker pool ${impl} x${processes}: ${Math.round(sample.rate)} tasks/s`)
       }
     }
@@ -139,11 +187,11 @@ async function runMode(synchronous: Synchronous, options: BenchOptions): Promise
     for (const pollMs of POLL_MS) {
       const order = run++ % 2 === 0 ? IMPLEMENTATIONS : [...IMPLEMENTATIONS].reverse()
       for (const impl of order) {
-        const label = `${synchronous}-latency-${placement}-poll${pollMs}`
+        const label = `${name}-latency-${placement}-poll${pollMs}`
         const sample = await measureLatency(impl, placement, pollMs, config, label)
         samples.latency.set(latencyKey(impl, placement, pollMs), sample)
         const { p50, p99 } = summarize(sample.start)
-        progress(`[${synchronous}] create→start ${impl} ${placement} pollMs ${pollMs}: p50 ${p50.toFixed(2)} ms, p99 ${p99.toFixed(2)} ms`)
+        progress(`[${name}] create→start ${impl} ${placement} pollMs ${pollMs}: p50 ${p50.toFixed(2)} ms, p99 ${p99.toFixed(2)} ms`)
       }
     }
   }
@@ -211,26 +259,43 @@ function poolRows(samples: ModeSamples): Row[] {
   ]
 }
 
-function latencyNote(placement: Placement, samples: ModeSamples, options: { latencySamples: number; latencyGapMs: [number, number] }): string {
+function latencyNote(
+  placement: Placement,
+  store: StoreTarget['store'],
+  samples: ModeSamples,
+  options: { latencySamples: number; latencyGapMs: [number, number] },
+): string {
   const [min, max] = options.latencyGapMs
+  const poller =
+    store === 'sqlite'
+      ? 'baseline: a hand-written poller that every pollMs reads for a ready task '
+      : 'baseline: a hand-written poller, LISTENing on its own client, that at a NOTIFY (sent by create after commit) or every pollMs reads for a ready task '
   const common =
     `t0 just before tasks.create(), t1 on the handler's first line; ${options.latencySamples} tasks per run, created one at a time ${min}-${max} ms apart (uniform). ` +
-    `lockstep: an idle pool (concurrency ${POOL_CONCURRENCY}), the orchestrator's pollMs as in the row; baseline: a hand-written poller that every pollMs reads for a ready task ` +
+    `lockstep: an idle pool (concurrency ${POOL_CONCURRENCY}), the orchestrator's pollMs as in the row; ${poller}` +
     'and, if there is one, claims, runs the handler and completes until none is left (one handler at a time).'
   if (placement === 'in-process') {
-    return `In-process: one process creates and works. ${common} lockstep's pool wakes from the journal subscription at commit, not from the pollMs poll.`
+    const wake =
+      store === 'sqlite'
+        ? "lockstep's pool wakes from the journal subscription at commit, not from the pollMs poll."
+        : "lockstep's pool wakes from the journal subscription at commit (which reads the journal up to its safe horizon), not from the pollMs poll."
+    return `In-process: one process creates and works. ${common} ${wake}`
   }
+  const wake =
+    store === 'sqlite'
+      ? "lockstep's B wakes from its PRAGMA data_version poll every pollMs."
+      : "lockstep's B wakes at A's NOTIFY (sent after each commit) or its journal poll every pollMs, then reads the journal up to its safe horizon."
   const skews = [...samples.latency.values()].map((s) => Math.abs(s.clockSkewMs))
   return (
-    `Cross-process: process A creates, process B works. ${common} lockstep's B wakes from its PRAGMA data_version poll every pollMs. ` +
+    `Cross-process: process A creates, process B works. ${common} ${wake} ` +
     `t0 and t1 are performance.timeOrigin + performance.now() of A and B, B's corrected by the two clocks' difference measured against ` +
     `Date.now() tick edges (at most ${Math.max(...skews).toFixed(3)} ms in this run).`
   )
 }
 
-function latencyRows(samples: ModeSamples, options: BenchOptions): Row[] {
+function latencyRows(samples: ModeSamples, store: StoreTarget['store'], options: BenchOptions): Row[] {
   return PLACEMENTS.flatMap((placement) => {
-    const note = latencyNote(placement, samples, options)
+    const note = latencyNote(placement, store, samples, options)
     const short = placement === 'in-process' ? 'local' : 'cross'
     return POLL_MS.flatMap((pollMs) => {
       const of = (impl: Implementation) => summarize(samples.latency.get(latencyKey(impl, placement, pollMs))!.start)
@@ -279,19 +344,36 @@ function details(samples: ModeSamples): Record<string, unknown> {
   }
 }
 
-function buildSection(synchronous: Synchronous, samples: ModeSamples, options: BenchOptions): Section {
-  const rows = [...createRows(samples), ...cycleRows(samples), ...poolRows(samples), ...latencyRows(samples, options)]
-  return { synchronous, rows, details: details(samples) }
+function buildSection(title: string, store: StoreTarget['store'], samples: ModeSamples, options: BenchOptions): Section {
+  const rows = [...createRows(samples), ...cycleRows(samples), ...poolRows(samples), ...latencyRows(samples, store, options)]
+  return { synchronous: title, rows, details: details(samples) }
 }
 
-function targetLine(section: Section): string {
-  const verdicts = section.rows
-    .filter((r) => r.unit === 'cycles/s')
-    .map((r) => `${r.label.replace('claim→complete, ', '')} ${r.ratio.toFixed(2)}x ${r.ratio >= TARGET_RATIO ? 'met' : 'MISSED'}`)
-  return `design target lockstep >= ${TARGET_RATIO}x baseline on claim→complete: ${verdicts.join(', ')}`
+function targetLines(section: Section): string[] {
+  const cycles = section.rows.filter((r) => r.unit === 'cycles/s')
+  const verdicts = cycles.map((r) => `${r.label.replace('claim→complete, ', '')} ${r.ratio.toFixed(2)}x ${r.ratio >= TARGET_RATIO ? 'met' : 'MISSED'}`)
+  return [`design target lockstep >= ${TARGET_RATIO}x baseline on claim→complete: ${verdicts.join(', ')}`]
 }
 
-function header(machine: MachineFacts, options: BenchOptions): string {
+/** PostgreSQL's second target: parallel writers are the point of that store, so more processes must go faster. */
+function scalingLine(section: Section): string {
+  const byId = new Map(section.rows.map((r) => [r.id, r]))
+  const one = byId.get('cycles_1p')!
+  const four = byId.get('cycles_4p')!
+  const side = (impl: Implementation) => {
+    const gain = four[impl].value / one[impl].value
+    return `${impl} ${gain.toFixed(2)}x${impl === 'lockstep' ? (gain > 1 ? ' met' : ' MISSED') : ''}`
+  }
+  return `target 4 processes faster than 1 on claim→complete (x4 / x1 rate): ${side('lockstep')}; ${side('baseline')}`
+}
+
+const COMMON_HEADER = [
+  '  rates and CPU: median over repetitions (min-max); latencies: nearest-rank over all samples pooled',
+  '  the two sides alternate (who goes first flips every repetition): compare ratios; absolute figures move with the',
+  "  machine's other load",
+]
+
+function sqliteHeader(machine: MachineFacts, options: BenchOptions): string {
   return [
     'lockstep bench: lockstep vs hand-written better-sqlite3 baseline (same work, same run)',
     `  node ${machine.node} | ${machine.os} | ${machine.cpuCount} CPUs (${machine.cpuModel})`,
@@ -300,9 +382,91 @@ function header(machine: MachineFacts, options: BenchOptions): string {
     `  create→start: ${options.latencySamples} samples per case, one run each after the repetitions`,
     `  WAL | busy_timeout ${options.busyTimeoutMs} ms | synchronous passed explicitly to both sides | files in ${machine.tmpdir}`,
     "  checkpoints: lockstep's default (a background thread, PASSIVE every 100 ms); baseline: SQLite's automatic one inside commits",
-    '  rates and CPU: median over repetitions (min-max); latencies: nearest-rank over all samples pooled',
+    ...COMMON_HEADER,
     '  CPU per op: user+system time of the worker processes / ops: the cost without fsync and lock waits',
   ].join('\n')
+}
+
+function postgresHeader(machine: MachineFacts, server: ServerFacts, options: BenchOptions): string {
+  const settings = Object.entries(server.settings)
+    .map(([name, value]) => `${name}=${value}`)
+    .join(' | ')
+  return [
+    'lockstep bench: lockstep on PostgreSQL vs hand-written node-postgres baseline (same work, same run)',
+    `  node ${machine.node} | ${machine.os} | ${machine.cpuCount} CPUs (${machine.cpuModel})`,
+    `  PostgreSQL ${server.version} at ${server.where} | pg ${machine.pg} | xstate ${machine.xstate}`,
+    `  ${settings}`,
+    `  ${options.tasks} tasks per scenario | ${options.repetitions} repetition(s) | warm-up ${options.warmup} tasks per process`,
+    `  create→start: ${options.latencySamples} samples per case, one run each after the repetitions`,
+    "  each measurement on a fresh schema of its own (dropped after) | pool size pg's default (10) per process, both sides | READ COMMITTED",
+    "  lockstep: createOrchestrator({ url, schema }) with its defaults (timer loop, journal feed, LISTEN/NOTIFY wake-ups) | baseline: bench/baseline-postgres.ts",
+    ...COMMON_HEADER,
+    "  CPU per op: user+system time of the Node worker processes / ops (the server's backends are not counted)",
+  ].join('\n')
+}
+
+async function runSqlite(options: BenchOptions, machine: MachineFacts): Promise<void> {
+  console.log(sqliteHeader(machine, options))
+  const sections: Section[] = []
+  for (const synchronous of options.modes) {
+    const plan: SectionPlan = {
+      name: synchronous,
+      target: { store: 'sqlite', synchronous, busyTimeoutMs: options.busyTimeoutMs },
+      processCounts: SQLITE_PROCESS_COUNTS,
+      pool: true,
+    }
+    const section = buildSection(synchronous, 'sqlite', await runSection(plan, options), options)
+    sections.push(section)
+    console.log(`\nsynchronous=${synchronous}`)
+    console.log(renderSection(section))
+    for (const line of targetLines(section)) console.log(line)
+  }
+  writeJson(RESULTS_PATH, { generatedAt: new Date().toISOString(), machine, options, targetRatio: TARGET_RATIO, sections })
+  console.log(`\nwrote ${RESULTS_PATH}${options.profileDir ? `; CPU profiles in ${options.profileDir}` : ''}`)
+  console.log(`PostgreSQL rows (not run): npm run bench -- --db ${EXAMPLE_DB}`)
+}
+
+async function runPostgres(url: string, options: BenchOptions, machine: MachineFacts): Promise<void> {
+  const where = (checkDbUrl(url) as { masked: string }).masked
+  let server: ServerFacts
+  try {
+    server = await serverFacts(url, where)
+  } catch (error) {
+    throw new UsageError(`--db: no PostgreSQL server answers at ${where}: ${(error as Error).message || String(error)}`)
+  }
+  // Ctrl-C: the workers exit with their parent (worker.ts); drop the schemas of the
+  // measurement under way, which its `finally` would have, then leave.
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      console.error(`\nbench: ${signal}: dropping this run's schemas`)
+      dropLiveSchemas()
+        .catch((error: unknown) => console.error(`bench: could not drop every schema: ${(error as Error).message}`))
+        .finally(() => process.exit(130))
+    })
+  }
+  console.log(postgresHeader(machine, server, options))
+  const plan: SectionPlan = {
+    name: 'postgres',
+    target: { store: 'postgres', url },
+    processCounts: POSTGRES_PROCESS_COUNTS,
+    pool: false,
+  }
+  const title = `postgres synchronous_commit=${server.settings.synchronous_commit}`
+  const section = buildSection(title, 'postgres', await runSection(plan, options), options)
+  console.log(`\n${title}`)
+  console.log(renderSection(section))
+  for (const line of targetLines(section)) console.log(line)
+  console.log(scalingLine(section))
+  // The URL may carry a password: the JSON gets the masked one.
+  writeJson(POSTGRES_RESULTS_PATH, {
+    generatedAt: new Date().toISOString(),
+    machine,
+    server,
+    options: { ...options, db: where },
+    targetRatio: TARGET_RATIO,
+    sections: [section],
+  })
+  console.log(`\nwrote ${POSTGRES_RESULTS_PATH}${options.profileDir ? `; CPU profiles in ${options.profileDir}` : ''}`)
 }
 
 async function main(): Promise<void> {
@@ -310,20 +474,16 @@ async function main(): Promise<void> {
   // Profiles are named by time and pid only: start from an empty directory so every file is from this run.
   if (options.profileDir) rmSync(options.profileDir, { recursive: true, force: true })
   const machine = machineFacts()
-  console.log(header(machine, options))
-  const sections: Section[] = []
-  for (const synchronous of options.modes) {
-    const section = buildSection(synchronous, await runMode(synchronous, options), options)
-    sections.push(section)
-    console.log(`\nsynchronous=${synchronous}`)
-    console.log(renderSection(section))
-    console.log(targetLine(section))
-  }
-  writeJson(RESULTS_PATH, { generatedAt: new Date().toISOString(), machine, options, targetRatio: TARGET_RATIO, sections })
-  console.log(`\nwrote ${RESULTS_PATH}${options.profileDir ? `; CPU profiles in ${options.profileDir}` : ''}`)
+  if (options.db !== undefined) await runPostgres(options.db, options, machine)
+  else await runSqlite(options, machine)
 }
 
 main().catch((error: unknown) => {
+  if (error instanceof UsageError) {
+    console.error(`bench: ${error.message}`)
+    process.exitCode = 2
+    return
+  }
   console.error(error)
   process.exitCode = 1
 })

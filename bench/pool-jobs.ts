@@ -2,13 +2,15 @@
  * Worker-process side of the worker-pool scenarios (forked by cluster.ts, dispatched by
  * worker.ts): pool throughput and create→start latency. Unlike the claim→complete
  * scenarios these drive lockstep through `orch.tasks.work()`, so they open the
- * orchestrator directly rather than through boards.ts.
+ * orchestrator itself (boards.ts openOrchestrator) rather than a BenchBoard.
  */
-import { rmSync } from 'node:fs'
 import Database from 'better-sqlite3'
-import { createOrchestrator, type Orchestrator, type WorkerPool } from '../src/index.js'
+import pg from 'pg'
+import type { Orchestrator, WorkerPool } from '../src/index.js'
 import { BaselineBoard } from './baseline.js'
-import type { BoardSpec, Job, JobResult, LatencySpec } from './protocol.js'
+import { baselineChannel, PgBaselineBoard } from './baseline-postgres.js'
+import { onScratchBoard, openOrchestrator } from './boards.js'
+import type { BoardSpec, Job, JobResult, LatencySpec, PostgresBoardSpec, SqliteBoardSpec } from './protocol.js'
 import { clockOffsetMs, cpuMsSince, now, wallClock } from './stats.js'
 
 type PoolJob = Extract<Job, { mode: 'pool' }>
@@ -31,21 +33,6 @@ async function until(condition: () => boolean, everyMs: number): Promise<void> {
   while (!condition()) await sleep(everyMs)
 }
 
-function openOrchestrator(spec: BoardSpec, pollMs?: number): Promise<Orchestrator> {
-  // Defaults everywhere else (timer loop, journal feed, lease), as an app would run it.
-  return createOrchestrator({ path: spec.path, synchronous: spec.synchronous, busyTimeoutMs: spec.busyTimeoutMs, pollMs })
-}
-
-/** A private scratch file for warming up, removed afterwards. */
-async function onScratchFile(spec: BoardSpec, fn: (spec: BoardSpec) => Promise<unknown>): Promise<void> {
-  const path = `${spec.path}.warmup-${process.pid}`
-  try {
-    await fn({ ...spec, path })
-  } finally {
-    for (const suffix of ['', '-wal', '-shm']) rmSync(path + suffix, { force: true })
-  }
-}
-
 // ---- worker-pool throughput ----
 
 /**
@@ -56,6 +43,8 @@ async function onScratchFile(spec: BoardSpec, fn: (spec: BoardSpec) => Promise<u
  * completed_at (scenarios.ts), not from this detection.
  */
 async function drainWithPool(orch: Orchestrator, spec: BoardSpec, worker: string, concurrency: number, total: number) {
+  // Not measured on PostgreSQL yet (main.ts runs it in the SQLite section only).
+  if (spec.store !== 'sqlite') throw new Error('bench: the worker-pool scenario runs on SQLite only')
   const probe = new Database(spec.path, { fileMustExist: true })
   const countDone = probe.prepare(`SELECT count(*) FROM tasks WHERE status = 'done'`).pluck()
   let handled = 0
@@ -75,7 +64,7 @@ async function drainWithPool(orch: Orchestrator, spec: BoardSpec, worker: string
 
 export async function runPool(job: PoolJob, life: Lifecycle): Promise<JobResult> {
   if (job.warmup > 0) {
-    await onScratchFile(job.board, async (spec) => {
+    await onScratchBoard(job.board, async (spec) => {
       const orch = await openOrchestrator(spec)
       for (let i = 0; i < job.warmup; i++) await orch.tasks.create({ title: `warm-up ${i}` })
       const { pool } = await drainWithPool(orch, spec, 'warmup', job.concurrency, job.warmup)
@@ -129,11 +118,11 @@ async function lockstepSide(board: BoardSpec, spec: LatencySpec, worker: string)
 }
 
 /**
- * The hand-written poller: every `pollMs`, a plain read for any ready task; if there is
- * one, claim (the baseline's claim transaction), run the handler, complete, and claim
+ * The hand-written SQLite poller: every `pollMs`, a plain read for any ready task; if there
+ * is one, claim (the baseline's claim transaction), run the handler, complete, and claim
  * again until nothing is left; then sleep `pollMs`. One handler at a time.
  */
-function baselineSide(board: BoardSpec, spec: LatencySpec, worker: string): LatencySide {
+function baselineSide(board: SqliteBoardSpec, spec: LatencySpec, worker: string): LatencySide {
   const db = new BaselineBoard(board)
   let running = false
   let loop: Promise<void> = Promise.resolve()
@@ -165,6 +154,84 @@ function baselineSide(board: BoardSpec, spec: LatencySpec, worker: string): Late
   }
 }
 
+/**
+ * The hand-written PostgreSQL poller: the SQLite poller's loop, woken by LISTEN/NOTIFY as
+ * well as every `pollMs` (lockstep's pool on PostgreSQL wakes both ways too). Its listener
+ * is a client of its own, LISTENing before the pool is handed work; the baseline's create
+ * NOTIFYs after commit. A notification that arrives while the loop is claiming is kept,
+ * so the loop looks again at once rather than after a poll interval.
+ */
+async function pgBaselineSide(board: PostgresBoardSpec, spec: LatencySpec, worker: string): Promise<LatencySide> {
+  const db = await PgBaselineBoard.open(board)
+  const listener = new pg.Client({ connectionString: board.url, application_name: 'bench-baseline-listen' })
+  let woken = false
+  let wake: (() => void) | null = null
+  try {
+    listener.on('error', () => {})
+    await listener.connect()
+    listener.on('notification', () => {
+      woken = true
+      wake?.()
+    })
+    await listener.query(`LISTEN "${baselineChannel(board.schema)}"`)
+  } catch (error) {
+    await listener.end().catch(() => {})
+    await db.close()
+    throw error
+  }
+  /** Resolve at a notification (at once if one came since the last call) or after `ms`. */
+  const nextWake = (ms: number) =>
+    new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer)
+        wake = null
+        woken = false
+        resolve()
+      }
+      const timer = setTimeout(done, ms)
+      wake = done
+      if (woken) done()
+    })
+  let running = false
+  let loop: Promise<void> = Promise.resolve()
+  return {
+    create: (title) => db.create(title),
+    work(record) {
+      const handler = async (title: string) => {
+        const t1 = wallClock()
+        record(t1, title)
+      }
+      running = true
+      loop = (async () => {
+        while (running) {
+          while (running && (await db.hasReady())) {
+            const claim = await db.claimNextTitled(worker)
+            if (!claim) break
+            await handler(claim.title)
+            await db.complete(claim)
+          }
+          await nextWake(spec.pollMs)
+        }
+      })()
+    },
+    async close() {
+      running = false
+      wake?.()
+      try {
+        await loop
+      } finally {
+        await listener.end().catch(() => {})
+        await db.close()
+      }
+    },
+  }
+}
+
+function openLatencySide(board: BoardSpec, spec: LatencySpec, worker: string): Promise<LatencySide> | LatencySide {
+  if (board.impl === 'lockstep') return lockstepSide(board, spec, worker)
+  return board.store === 'sqlite' ? baselineSide(board, spec, worker) : pgBaselineSide(board, spec, worker)
+}
+
 interface LatencyRound {
   starts: number[]
   elapsedMs: number
@@ -172,7 +239,7 @@ interface LatencyRound {
 }
 
 async function latencyRound(job: LatencyJob, board: BoardSpec, spec: LatencySpec, barrier: () => Promise<void>): Promise<LatencyRound> {
-  const side = board.impl === 'lockstep' ? await lockstepSide(board, spec, job.worker) : baselineSide(board, spec, job.worker)
+  const side = await openLatencySide(board, spec, job.worker)
   const starts: number[] = []
   let allStarted!: () => void
   const started = new Promise<void>((resolve) => (allStarted = resolve))
@@ -215,7 +282,7 @@ export async function runLatency(job: LatencyJob, life: Lifecycle): Promise<JobR
     // Every role warms the whole path (create, wake, claim, handler, complete) in one process.
     const warm: LatencyJob = { ...job, role: 'both' }
     const spec: LatencySpec = { ...job.latency, samples: job.warmup, gapMs: [0, 2] }
-    await onScratchFile(job.board, (board) => latencyRound(warm, board, spec, async () => {}))
+    await onScratchBoard(job.board, (board) => latencyRound(warm, board, spec, async () => {}))
   }
   // Latencies are the result here, not the wall time: `finished` may come after the pool's drain.
   const round = await latencyRound(job, job.board, job.latency, () => life.barrier())

@@ -12,19 +12,33 @@
 export type Implementation = 'lockstep' | 'baseline'
 export type Synchronous = 'NORMAL' | 'FULL'
 
-export interface BoardSpec {
+export type StoreKind = 'sqlite' | 'postgres'
+
+/** One board in a SQLite file (each side its own file, its own schema). */
+export interface SqliteBoardSpec {
+  store: 'sqlite'
   impl: Implementation
   path: string
   synchronous: Synchronous
   busyTimeoutMs: number
 }
 
+/** One board in a PostgreSQL schema of its own (created by whoever opens it first, dropped by the parent). */
+export interface PostgresBoardSpec {
+  store: 'postgres'
+  impl: Implementation
+  url: string
+  schema: string
+}
+
+export type BoardSpec = SqliteBoardSpec | PostgresBoardSpec
+
 export type Job =
   /** Create `count` tasks, one transaction each. */
   | { mode: 'create'; board: BoardSpec; count: number; warmup: number }
   /** claimNext → complete until nothing is left to claim. */
   | { mode: 'cycle'; board: BoardSpec; worker: string; warmup: number }
-  /** lockstep only: one `orch.tasks.work()` pool with a no-op handler until all `total` tasks in the file are done. */
+  /** lockstep only, SQLite only: one `orch.tasks.work()` pool with a no-op handler until all `total` tasks in the file are done. */
   | { mode: 'pool'; board: BoardSpec; worker: string; warmup: number; total: number; concurrency: number }
   /**
    * create→start latency. `create` creates `samples` tasks one at a time, a random gap

@@ -1,7 +1,7 @@
 /**
- * The measured scenarios. Each runs on a fresh file in its own temp directory (deleted
- * afterwards), in worker processes, and ends with a consistency check on the file so a
- * fast-but-wrong run cannot pass as a result.
+ * The measured scenarios. Each runs on a fresh board (SQLite: a file in its own temp
+ * directory; PostgreSQL: a schema of its own), deleted afterwards, in worker processes, and
+ * ends with a consistency check on the board so a fast-but-wrong run cannot pass as a result.
  */
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -9,18 +9,23 @@ import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import { EVENTS_TABLE, openBoard } from './boards.js'
 import { runJobs } from './cluster.js'
+import { countPgRows, withFreshSchema } from './postgres.js'
 import type { BoardSpec, Implementation, Job, LatencySpec, Synchronous } from './protocol.js'
 import { perSecond } from './stats.js'
 
 /** Handlers per worker-pool process, in both pool scenarios. */
 export const POOL_CONCURRENCY = 4
 
+/** Where the boards live: a temp directory of SQLite files, or fresh schemas on a PostgreSQL server. */
+export type StoreTarget =
+  | { store: 'sqlite'; synchronous: Synchronous; busyTimeoutMs: number }
+  | { store: 'postgres'; url: string }
+
 export interface ScenarioConfig {
+  target: StoreTarget
   tasks: number
-  /** Tasks each worker process creates and cycles on a scratch file before the barrier. */
+  /** Tasks each worker process creates and cycles on a scratch board before the barrier. */
   warmup: number
-  synchronous: Synchronous
-  busyTimeoutMs: number
   timeoutMs: number
   /** Write a V8 CPU profile of every measured worker into this directory. */
   profileDir?: string
@@ -59,21 +64,26 @@ export interface CycleSample {
   counts: FileCounts
 }
 
-async function inTempDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
+/**
+ * Run `fn` on a fresh board of `impl`'s: a file in a new temp directory, or a new schema
+ * (created by the first process that opens it), removed afterwards either way.
+ */
+async function onFreshBoard<T>(impl: Implementation, config: ScenarioConfig, fn: (board: BoardSpec) => Promise<T>): Promise<T> {
+  const target = config.target
+  if (target.store === 'postgres') {
+    return withFreshSchema(target.url, impl, (schema) => fn({ store: 'postgres', impl, url: target.url, schema }))
+  }
   const dir = mkdtempSync(join(tmpdir(), 'lockstep-bench-'))
   try {
-    return await fn(dir)
+    return await fn({ store: 'sqlite', impl, path: join(dir, `${impl}.db`), synchronous: target.synchronous, busyTimeoutMs: target.busyTimeoutMs })
   } finally {
     rmSync(dir, { recursive: true, force: true })
   }
 }
 
-function boardSpec(impl: Implementation, dir: string, config: ScenarioConfig): BoardSpec {
-  return { impl, path: join(dir, `${impl}.db`), synchronous: config.synchronous, busyTimeoutMs: config.busyTimeoutMs }
-}
-
 /** Both schemas have `tasks.status` and a `runs` table; only the event log's name differs. */
-function countRows(spec: BoardSpec): FileCounts {
+async function countRows(spec: BoardSpec): Promise<FileCounts> {
+  if (spec.store === 'postgres') return countPgRows(spec, EVENTS_TABLE[spec.impl])
   const db = new Database(spec.path)
   try {
     const count = (sql: string) => db.prepare(sql).pluck().get() as number
@@ -105,11 +115,10 @@ function check(spec: BoardSpec, counts: FileCounts, exact: Partial<FileCounts>, 
 
 /** Scenario 1: create `tasks` tasks (no parents) from one process, one transaction each. */
 export async function measureCreate(impl: Implementation, config: ScenarioConfig, label: string): Promise<CreateSample> {
-  return inTempDir(async (dir) => {
-    const board = boardSpec(impl, dir, config)
+  return onFreshBoard(impl, config, async (board) => {
     const job: Job = { mode: 'create', board, count: config.tasks, warmup: config.warmup }
     const [result] = (await runJobs([job], { timeoutMs: config.timeoutMs, execArgv: profileFlags(config, `${label}-${impl}`) })).results
-    const counts = countRows(board)
+    const counts = await countRows(board)
     check(board, counts, { tasks: config.tasks, runs: 0 }, config.tasks)
     return {
       rate: perSecond(result!.ops, result!.elapsedMs),
@@ -131,14 +140,13 @@ export async function measureCycles(
   config: ScenarioConfig,
   label: string,
 ): Promise<CycleSample> {
-  return inTempDir(async (dir) => {
-    const board = boardSpec(impl, dir, config)
+  return onFreshBoard(impl, config, async (board) => {
     await runJobs([{ mode: 'create', board, count: config.tasks, warmup: 0 }], { timeoutMs: config.timeoutMs })
 
     const jobs: Job[] = Array.from({ length: processes }, (_, i) => ({ mode: 'cycle', board, worker: `w${i}`, warmup: config.warmup }))
     const { wallMs, results } = await runJobs(jobs, { timeoutMs: config.timeoutMs, execArgv: profileFlags(config, `${label}-${impl}`) })
     const cycles = results.reduce((total, r) => total + r.ops, 0)
-    const counts = countRows(board)
+    const counts = await countRows(board)
     // Every task claimed exactly once and completed; created + claimed + completed events.
     const n = config.tasks
     check(board, counts, { tasks: n, done: n, runs: n, doubleClaimed: 0 }, 3 * n)
@@ -170,6 +178,7 @@ export interface PoolSample {
 
 /** Both schemas stamp tasks.completed_at with Date.now() in the completing transaction. */
 function lastCompletedAt(spec: BoardSpec): number {
+  if (spec.store !== 'sqlite') throw new Error('bench: the worker-pool scenario runs on SQLite only')
   const db = new Database(spec.path, { readonly: true })
   try {
     return db.prepare('SELECT max(completed_at) FROM tasks').pluck().get() as number
@@ -192,8 +201,7 @@ export async function measurePool(
   config: ScenarioConfig,
   label: string,
 ): Promise<PoolSample> {
-  return inTempDir(async (dir) => {
-    const board = boardSpec(impl, dir, config)
+  return onFreshBoard(impl, config, async (board) => {
     const n = config.tasks
     await runJobs([{ mode: 'create', board, count: n, warmup: 0 }], { timeoutMs: config.timeoutMs })
 
@@ -203,7 +211,7 @@ export async function measurePool(
         : { mode: 'cycle', board, worker: `w${i}`, warmup: config.warmup },
     )
     const run = await runJobs(jobs, { timeoutMs: config.timeoutMs, execArgv: profileFlags(config, `${label}-${impl}`) })
-    const counts = countRows(board)
+    const counts = await countRows(board)
     check(board, counts, { tasks: n, done: n, runs: n, doubleClaimed: 0 }, 3 * n)
     const handled = run.results.reduce((total, r) => total + r.ops, 0)
     if (handled !== n) throw new Error(`bench: ${impl} pools reported ${handled} tasks for ${n}`)
@@ -246,8 +254,7 @@ export async function measureLatency(
   config: ScenarioConfig,
   label: string,
 ): Promise<LatencySample> {
-  return inTempDir(async (dir) => {
-    const board = boardSpec(impl, dir, config)
+  return onFreshBoard(impl, config, async (board) => {
     const latency: LatencySpec = {
       samples: config.latencySamples,
       gapMs: config.latencyGapMs,
@@ -267,7 +274,7 @@ export async function measureLatency(
             { mode: 'latency', role: 'work', board, worker: 'w0', warmup, latency },
           ]
     const { results } = await runJobs(jobs, { timeoutMs: config.timeoutMs, execArgv: profileFlags(config, `${label}-${impl}`) })
-    const counts = countRows(board)
+    const counts = await countRows(board)
     const n = latency.samples
     check(board, counts, { tasks: n, done: n, runs: n, doubleClaimed: 0 }, 3 * n)
     const [creator, worker] = results

@@ -3,8 +3,7 @@
  * lockstep or baseline, through the same loop, and reports to the parent.
  * See protocol.ts for the conversation.
  */
-import { rmSync } from 'node:fs'
-import { openBoard, type BenchBoard } from './boards.js'
+import { onScratchBoard, openBoard, type BenchBoard } from './boards.js'
 import { runLatency, runPool, type Lifecycle } from './pool-jobs.js'
 import type { BoardSpec, ChildMessage, Job, JobResult, ParentMessage } from './protocol.js'
 import { cpuMsSince, now, timed } from './stats.js'
@@ -51,19 +50,33 @@ async function runCycles(board: BenchBoard, worker: string): Promise<JobResult> 
   return { ops: cycles, elapsedMs, cpuMs, latencies: { claim, complete } }
 }
 
-/**
- * Run the job's code paths on a private scratch file first, so the timed loop measures
- * steady state rather than V8 compiling XState (lockstep) or the statements (baseline).
- */
+/** Run the job's code paths on a private scratch board first (boards.ts onScratchBoard). */
 async function warmUp(spec: BoardSpec, tasks: number): Promise<void> {
   if (tasks <= 0) return
-  const path = `${spec.path}.warmup-${process.pid}`
-  const board = await openBoard({ ...spec, path })
-  await createTasks(board, tasks)
-  await runCycles(board, 'warmup')
-  await board.close()
-  for (const suffix of ['', '-wal', '-shm']) rmSync(path + suffix, { force: true })
+  await onScratchBoard(spec, async (scratch) => {
+    const board = await openBoard(scratch)
+    try {
+      await createTasks(board, tasks)
+      await runCycles(board, 'warmup')
+    } finally {
+      await board.close()
+    }
+  })
 }
+
+/** Set when this worker disconnects itself (its result sent): any other disconnect means the parent is gone. */
+let leaving = false
+
+function leave(): void {
+  leaving = true
+  process.disconnect()
+}
+
+// A parent that dies (Ctrl-C, a crash) must not leave workers running on: on a shared
+// PostgreSQL server they would hold connections and keep writing.
+process.on('disconnect', () => {
+  if (!leaving) process.exit(1)
+})
 
 async function main(): Promise<void> {
   const job = JSON.parse(process.argv[2]!) as Job
@@ -79,7 +92,7 @@ async function main(): Promise<void> {
     }
     const result = job.mode === 'pool' ? await runPool(job, life) : await runLatency(job, life)
     await send({ type: 'result', result })
-    process.disconnect()
+    leave()
     return
   }
   await warmUp(job.board, job.warmup)
@@ -91,7 +104,7 @@ async function main(): Promise<void> {
   await send({ type: 'finished' })
   await send({ type: 'result', result })
   await board.close()
-  process.disconnect()
+  leave()
 }
 
 main().catch(async (error: unknown) => {
