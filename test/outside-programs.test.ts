@@ -19,7 +19,7 @@ function browserTestWithoutBrowser(env: Record<string, string>): Promise<{ code:
   return new Promise((resolve) => {
     execFile(
       process.execPath,
-      [join(ROOT, 'node_modules/vitest/vitest.mjs'), 'run', 'test/inspector.test.ts', '-t', 'in a real browser', '--reporter=verbose'],
+      [join(ROOT, 'node_modules/vitest/vitest.mjs'), 'run', 'test/tools/inspector.test.ts', '-t', 'in a real browser', '--reporter=verbose'],
       { cwd: ROOT, env: childEnv, timeout: 90_000 },
       (error, stdout, stderr) => resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, output: stdout + stderr }),
     )

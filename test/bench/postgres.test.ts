@@ -10,8 +10,8 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { describe, expect, it } from 'vitest'
-import { PgBaselineBoard } from '../bench/baseline-postgres.js'
-import { adminQuery, freshSchema, needPostgres, pgUrl } from './postgres-server.js'
+import { PgBaselineBoard } from '../../bench/baseline-postgres.js'
+import { adminQuery, freshSchema, needPostgres, pgUrl } from '../postgres-server.js'
 
 const BENCH = resolve('dist/bench/main.js')
 
