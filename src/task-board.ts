@@ -25,6 +25,7 @@ import { newId, newToken } from './ids.js'
 import type { JournalFeed } from './journal-feed.js'
 import type {
   Claim,
+  ClaimManyOptions,
   ClaimNextOptions,
   ClaimOptions,
   CompleteInput,
@@ -47,6 +48,8 @@ import * as v from './validate.js'
 import { startWorkerPool, type WorkerPool, type WorkOptions } from './worker-pool.js'
 
 const MAX_LEASE_MS = 24 * 60 * 60 * 1000
+/** The most claims one claimMany makes (bounds one transaction's work and lock hold). */
+const MAX_CLAIM_MANY = 1_000
 const MAX_TITLE = 1_000
 const MAX_BODY = 100_000
 const MAX_SUMMARY = 100_000
@@ -56,6 +59,7 @@ const KEYS = {
   create: ['title', 'body', 'assignee', 'tenant', 'priority', 'parents', 'payload', 'idempotencyKey', 'maxAttempts'] satisfies Array<keyof CreateTaskInput>,
   claim: ['worker', 'leaseMs', 'assignee', 'anyAssignee'] satisfies Array<keyof ClaimOptions>,
   claimNext: ['worker', 'leaseMs', 'assignee', 'anyAssignee', 'tenant', 'idempotencyKey'] satisfies Array<keyof ClaimNextOptions>,
+  claimMany: ['worker', 'leaseMs', 'assignee', 'anyAssignee', 'tenant', 'limit'] satisfies Array<keyof ClaimManyOptions>,
   heartbeat: ['leaseMs'] satisfies Array<keyof HeartbeatOptions>,
   complete: ['result', 'summary', 'metadata'] satisfies Array<keyof CompleteInput>,
   fail: ['error', 'retryable'] satisfies Array<keyof FailInput>,
@@ -223,6 +227,32 @@ export class StoreTaskBoard implements TaskBoard {
         const claim = yield* board.tryClaim(tx, id, worker, leaseMs, claimant, claimKey)
         if (claim) return claim
       }
+    })
+  }
+
+  async claimMany(options: ClaimManyOptions): Promise<Claim[]> {
+    const o = v.requireOptions(options, 'claimMany options', KEYS.claimMany)
+    const { worker, leaseMs, claimant } = this.claimOptions(o)
+    const limit = v.requireInt(o.limit, 'limit', 1, MAX_CLAIM_MANY)
+    const filter = {
+      assignee: claimant.assignee ?? undefined,
+      anyAssignee: claimant.anyAssignee,
+      tenant: v.optionalString(o.tenant, 'tenant') ?? undefined,
+    }
+    const board = this
+    return this.write(function* (tx) {
+      const claims: Claim[] = []
+      // As claimNext's loop: a refused candidate is demoted in this transaction, so every
+      // pass claims or removes at least one candidate, and the loop ends.
+      while (claims.length < limit) {
+        const ids = yield* io((s) => s.readyCandidates(filter, limit - claims.length))
+        if (ids.length === 0) break
+        for (const id of ids) {
+          const claim = yield* board.tryClaim(tx, id, worker, leaseMs, claimant, null)
+          if (claim) claims.push(claim)
+        }
+      }
+      return claims
     })
   }
 

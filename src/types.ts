@@ -100,6 +100,13 @@ export interface ClaimNextOptions extends ClaimOptions {
   idempotencyKey?: string
 }
 
+export interface ClaimManyOptions extends ClaimOptions {
+  /** Claim at most this many (1-1,000). */
+  limit: number
+  /** Only tasks of this tenant (a filter: without it, tasks of every tenant). */
+  tenant?: string
+}
+
 export interface CompleteInput {
   result?: Json | null
   summary?: string | null
@@ -196,6 +203,13 @@ export interface TaskBoard {
   claim(taskId: string, options: ClaimOptions): Promise<Claim | null>
   /** Claim the highest-priority, oldest ready task this claim may take. `null` when there is none. */
   claimNext(options: ClaimNextOptions): Promise<Claim | null>
+  /**
+   * Claim up to `limit` ready tasks in claim order, in one transaction (one round trip's
+   * worth of locking on PostgreSQL): a worker with several free slots fills them at once.
+   * Each claim is exactly what claimNext would have returned; fewer (or none) when fewer
+   * are ready.
+   */
+  claimMany(options: ClaimManyOptions): Promise<Claim[]>
   /** Extend the lease. A stale claim gets LEASE_LOST; a run id the task never had, RUN_NOT_FOUND. */
   heartbeat(claim: Claim, options?: HeartbeatOptions): Promise<Claim>
   complete(claim: Claim, input?: CompleteInput): Promise<Task>

@@ -64,6 +64,11 @@ export function optionalInt(value: unknown, field: string, min: number, max: num
   return value
 }
 
+export function requireInt(value: unknown, field: string, min: number, max: number): number {
+  if (value === undefined || value === null) throw new InvalidInputError(`${field} is required: an integer from ${min} to ${max}`, { field, min, max })
+  return optionalInt(value, field, min, max, min)
+}
+
 export function optionalBoolean(value: unknown, field: string, fallback: boolean): boolean {
   if (value === undefined) return fallback
   if (typeof value !== 'boolean') throw new InvalidInputError(`${field} must be a boolean`, { field })

@@ -70,7 +70,7 @@ interface ActiveRun {
 const MAX_LEASE_MS = 24 * 60 * 60 * 1000
 
 /** The board methods a pool calls: a board without them is refused up front, not with a TypeError later. */
-const BOARD_METHODS = ['claimNext', 'get', 'heartbeat', 'complete', 'fail', 'release', 'subscribe'] as const
+const BOARD_METHODS = ['claimMany', 'get', 'heartbeat', 'complete', 'fail', 'release', 'subscribe'] as const
 
 export function startWorkerPool(board: TaskBoard, options: WorkOptions, defaultLeaseMs: number): WorkerPool {
   if (!v.isRecord(board) || BOARD_METHODS.some((method) => typeof (board as unknown as Record<string, unknown>)[method] !== 'function')) {
@@ -218,13 +218,15 @@ class Pool implements WorkerPool {
         continue
       }
       this.dirty = false
-      let claim: Claim | null
+      let claims: Claim[]
       try {
-        claim = await this.board.claimNext({
+        // Every free slot at once, in one transaction.
+        claims = await this.board.claimMany({
           worker: this.config.worker,
           ...(this.config.anyAssignee ? { anyAssignee: true } : { assignee: this.config.assignee }),
           tenant: this.config.tenant,
           leaseMs: this.config.leaseMs,
+          limit: this.config.concurrency - this.runs.size,
         })
         failures = 0
       } catch (error) {
@@ -232,16 +234,14 @@ class Pool implements WorkerPool {
         await this.sleep(Math.min(5_000, 50 * 2 ** failures++))
         continue
       }
-      if (claim) {
-        if (this.stopping) {
-          // stop() raced the claim: hand it straight back.
-          await this.board.release(claim, { reason: `worker ${this.worker} stopped` }).catch(this.config.onError)
-          break
-        }
-        this.start(claim)
-      } else if (!this.dirty) {
-        await this.sleep(this.config.idlePollMs)
+      if (this.stopping) {
+        // stop() raced the claims: hand them straight back.
+        const reason = `worker ${this.worker} stopped`
+        await Promise.all(claims.map((claim) => this.board.release(claim, { reason }).catch(this.config.onError)))
+        break
       }
+      for (const claim of claims) this.start(claim)
+      if (claims.length === 0 && !this.dirty) await this.sleep(this.config.idlePollMs)
     }
   }
 

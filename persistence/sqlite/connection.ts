@@ -141,6 +141,19 @@ function immediate<T>(db: Db, fn: () => T): T {
   return run(fn) as T
 }
 
+// Inside a transaction, better-sqlite3's transaction() runs its function in a SAVEPOINT:
+// rolled back to it (and released) if the function throws, released if it returns.
+const isolatedRunners = new WeakMap<Db, (fn: () => unknown) => unknown>()
+/** Run `fn` inside the open transaction so that, if it throws, what it wrote is undone and nothing else. */
+export function isolated<T>(db: Db, fn: () => T): T {
+  let run = isolatedRunners.get(db)
+  if (!run) {
+    run = db.transaction((body: () => unknown) => body())
+    isolatedRunners.set(db, run)
+  }
+  return run(fn) as T
+}
+
 const pause = new Int32Array(new SharedArrayBuffer(4))
 
 /** Busy retry for the few synchronous steps of opening a file (no event loop to yield to yet). */

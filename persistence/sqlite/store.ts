@@ -5,8 +5,8 @@
  */
 import { SchemaTooNewError } from '../../src/errors.js'
 import { runSync, type Io } from '../../src/core/io.js'
-import type { StoreDriver } from '../../src/core/kernel.js'
-import { withBusyRetry, writeTransaction, type Db } from './connection.js'
+import { GroupAbortedError, type Settled, type StoreDriver } from '../../src/core/kernel.js'
+import { isolated, withBusyRetry, writeTransaction, type Db } from './connection.js'
 import { SCHEMA_VERSION } from './migrations.js'
 import type { SessionQueries } from './sessions.js'
 import type {
@@ -195,6 +195,31 @@ export class SqliteDriver implements StoreDriver {
       () => {
         this.store.checkSchema()
         return runSync(program(this.now()), this.store)
+      },
+      this.busyRetryMs,
+    )
+  }
+
+  /**
+   * Group commit: one IMMEDIATE transaction, each program inside its own savepoint (a
+   * program that throws is rolled back to it, alone), one COMMIT. One writer at a time
+   * means one COMMIT (one WAL sync) is what a write costs most; sharing it is the gain.
+   */
+  writeEach(programs: ReadonlyArray<(now: number) => Io<unknown>>): Promise<Settled[]> {
+    return writeTransaction(
+      this.db,
+      () => {
+        this.store.checkSchema()
+        const now = this.now()
+        return programs.map((program): Settled => {
+          try {
+            return { ok: true, value: isolated(this.db, () => runSync(program(now), this.store)) }
+          } catch (error) {
+            // A full disk or an I/O error makes SQLite roll back the whole transaction.
+            if (!this.db.inTransaction) throw new GroupAbortedError(error)
+            return { ok: false, error }
+          }
+        })
       },
       this.busyRetryMs,
     )
