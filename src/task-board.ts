@@ -43,13 +43,11 @@ import type {
   TaskBoard,
   TaskDefaults,
 } from './types.js'
-import { MAX_ERROR_LENGTH } from './types.js'
+import { MAX_CLAIM_MANY, MAX_ERROR_LENGTH } from './types.js'
 import * as v from './validate.js'
 import { startWorkerPool, type WorkerPool, type WorkOptions } from './worker-pool.js'
 
 const MAX_LEASE_MS = 24 * 60 * 60 * 1000
-/** The most claims one claimMany makes (bounds one transaction's work and lock hold). */
-const MAX_CLAIM_MANY = 1_000
 const MAX_TITLE = 1_000
 const MAX_BODY = 100_000
 const MAX_SUMMARY = 100_000

@@ -100,8 +100,11 @@ export interface ClaimNextOptions extends ClaimOptions {
   idempotencyKey?: string
 }
 
+/** The most claims one claimMany makes (bounds one transaction's work and lock hold). */
+export const MAX_CLAIM_MANY = 1_000
+
 export interface ClaimManyOptions extends ClaimOptions {
-  /** Claim at most this many (1-1,000). */
+  /** Claim at most this many (1 to MAX_CLAIM_MANY). */
   limit: number
   /** Only tasks of this tenant (a filter: without it, tasks of every tenant). */
   tenant?: string

@@ -24,6 +24,7 @@ import {
   WorkerStoppedError,
 } from './errors.js'
 import {
+  MAX_CLAIM_MANY,
   MAX_ERROR_LENGTH,
   type Claim,
   type CompleteInput,
@@ -226,7 +227,7 @@ class Pool implements WorkerPool {
           ...(this.config.anyAssignee ? { anyAssignee: true } : { assignee: this.config.assignee }),
           tenant: this.config.tenant,
           leaseMs: this.config.leaseMs,
-          limit: this.config.concurrency - this.runs.size,
+          limit: Math.min(MAX_CLAIM_MANY, this.config.concurrency - this.runs.size),
         })
         failures = 0
       } catch (error) {

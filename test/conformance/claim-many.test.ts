@@ -4,6 +4,8 @@
  * store.
  */
 import { describe, expect, it } from 'vitest'
+import { MAX_CLAIM_MANY } from '../../src/index.js'
+import { waitFor } from '../helpers.js'
 import { STORES } from './stores.js'
 
 const codeOf = (promise: Promise<unknown>) =>
@@ -38,6 +40,17 @@ describe.each(STORES)('on $name', (store) => {
     // Claims from claimMany are ordinary claims: fenced, completable.
     await orch.tasks.complete(claims[2]!, { summary: 'ok' })
     expect((await orch.tasks.claimMany({ worker: 'w3', limit: 5 })).map((c) => c.taskId)).toHaveLength(1) // 'gated' promoted
+  })
+
+  it('a pool with more free slots than one claimMany takes fills them MAX_CLAIM_MANY at a time', async (ctx) => {
+    const orch = await store.open(ctx)
+    const ids = new Set<string>()
+    for (let i = 0; i < 3; i++) ids.add((await orch.tasks.create({ title: `t${i}` })).id)
+    const errors: unknown[] = []
+    const pool = orch.tasks.work({ worker: 'wide', concurrency: MAX_CLAIM_MANY + 500, onError: (error) => errors.push(error), handler: async () => ({ summary: 'ok' }) })
+    ctx.onTestFinished(() => pool.stop())
+    await waitFor(async () => (await orch.tasks.list({ status: 'done' })).length === 3)
+    expect(errors).toEqual([])
   })
 
   it('claimMany refuses bad input with INVALID_INPUT and writes nothing', async (ctx) => {
