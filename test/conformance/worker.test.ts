@@ -264,7 +264,7 @@ describe.each(STORES)('on $name', (store) => {
       let reading: Promise<unknown> | null = null
       let letRead!: () => void
       const readGate = new Promise<void>((resolve) => (letRead = resolve))
-      const methods = ['claimNext', 'heartbeat', 'complete', 'fail', 'release', 'subscribe'] as const
+      const methods = ['claimMany', 'heartbeat', 'complete', 'fail', 'release', 'subscribe'] as const
       const board = Object.fromEntries(methods.map((m) => [m, (orch.tasks[m] as (...args: unknown[]) => unknown).bind(orch.tasks)]))
       board.get = (id: unknown) => (reading ??= readGate.then(() => orch.tasks.get(id as string)))
       let called = false
