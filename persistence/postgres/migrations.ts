@@ -212,19 +212,9 @@ export interface MigrateResult {
  * missing. A schema holding tables but no `lockstep_migrations` is another application's
  * and is refused untouched (STORE_OPEN_FAILED); a newer version is SCHEMA_TOO_NEW.
  */
-export async function migrate(conn: PgConnection): Promise<MigrateResult> {
-  const { schema } = conn
-  const where = `${conn.where} (schema ${schema.name})`
-  let client: PoolClient
-  try {
-    client = await conn.pool.connect()
-  } catch (error) {
-    throw new StoreOpenError(where, error)
-  }
-  let broken = false
-  const onError = () => void (broken = true)
-  client.on('error', onError)
-  try {
+export function migrate(conn: PgConnection): Promise<MigrateResult> {
+  return onOpeningClient(conn, 'during migration', async (client, where, lost) => {
+    const { schema } = conn
     const current = await readVersion(client, schema)
     if (current === SCHEMA_VERSION) return { from: current, to: current, applied: [] }
     if (current !== null && current > SCHEMA_VERSION) throw new SchemaTooNewError(where, current, SCHEMA_VERSION)
@@ -268,15 +258,40 @@ export async function migrate(conn: PgConnection): Promise<MigrateResult> {
       await client.query('COMMIT')
       return { from, to: SCHEMA_VERSION, applied }
     } catch (error) {
-      await client.query('ROLLBACK').catch(() => void (broken = true))
+      await client.query('ROLLBACK').catch(lost)
       throw error
     }
+  })
+}
+
+/**
+ * Run `fn` on a client of its own while a store is being opened: a failure to connect, or
+ * any error that is not already lockstep's, is STORE_OPEN_FAILED; a client that lost its
+ * connection (or that `fn` reports lost) is destroyed, not returned to the pool.
+ */
+async function onOpeningClient<T>(
+  conn: PgConnection,
+  doing: string,
+  fn: (client: PoolClient, where: string, lost: () => void) => Promise<T>,
+): Promise<T> {
+  const where = `${conn.where} (schema ${conn.schema.name})`
+  let client: PoolClient
+  try {
+    client = await conn.pool.connect()
+  } catch (error) {
+    throw new StoreOpenError(where, error)
+  }
+  let broken = false
+  const lost = () => void (broken = true)
+  client.on('error', lost)
+  try {
+    return await fn(client, where, lost)
   } catch (error) {
     if (error instanceof SchemaTooNewError || error instanceof StoreOpenError) throw error
     throw new StoreOpenError(where, error)
   } finally {
-    client.off('error', onError)
-    client.release(broken ? new Error('lockstep: connection lost during migration') : undefined)
+    client.off('error', lost)
+    client.release(broken ? new Error(`lockstep: connection lost ${doing}`) : undefined)
   }
 }
 
@@ -302,30 +317,14 @@ async function readVersion(client: PoolClient, schema: PgSchema): Promise<number
  * `lockstep_migrations` (new or another application's) or an empty one is
  * STORE_OPEN_FAILED; a newer one SCHEMA_TOO_NEW. Reads only.
  */
-export async function checkReadable(conn: PgConnection): Promise<number> {
-  const { schema } = conn
-  const where = `${conn.where} (schema ${schema.name})`
-  let client: PoolClient
-  try {
-    client = await conn.pool.connect()
-  } catch (error) {
-    throw new StoreOpenError(where, error)
-  }
-  let broken = false
-  const onError = () => void (broken = true)
-  client.on('error', onError)
-  try {
+export function checkReadable(conn: PgConnection): Promise<number> {
+  return onOpeningClient(conn, 'while reading the schema version', async (client, where) => {
+    const { schema } = conn
     const version = await readVersion(client, schema)
     if (version === null || version === 0) {
       throw new StoreOpenError(where, null, `schema ${schema.name} holds no lockstep board (a read-only open never creates one)`)
     }
     if (version > SCHEMA_VERSION) throw new SchemaTooNewError(where, version, SCHEMA_VERSION)
     return version
-  } catch (error) {
-    if (error instanceof SchemaTooNewError || error instanceof StoreOpenError) throw error
-    throw new StoreOpenError(where, error)
-  } finally {
-    client.off('error', onError)
-    client.release(broken ? new Error('lockstep: connection lost while reading the schema version') : undefined)
-  }
+  })
 }
