@@ -379,7 +379,13 @@ export class Kernel {
       return
     }
     settled.forEach((outcome, i) => {
-      if (outcome.ok) this.committed(txs[i]!)
+      if (!outcome.ok) return
+      try {
+        this.committed(txs[i]!)
+      } catch (error) {
+        // Committed already: a listener's failure must not leave the other callers waiting.
+        this.onError(error)
+      }
     })
     settled.forEach((outcome, i) => {
       if (outcome.ok) group[i]!.resolve(outcome.value)

@@ -41,7 +41,8 @@ async function wire(options: { failGroupOnce?: unknown } = {}) {
     now: () => store.driver.now(),
     nextTimerDue: () => store.driver.nextTimerDue(),
   }
-  const kernel = new Kernel(driver)
+  const errors: unknown[] = []
+  const kernel = new Kernel(driver, { onError: (error) => errors.push(error) })
   kernel.register(taskKind())
   const feed = new JournalFeed(store.journal, 10, () => {}, true)
   await feed.open()
@@ -56,7 +57,7 @@ async function wire(options: { failGroupOnce?: unknown } = {}) {
   })
   const published: number[] = []
   kernel.onCommit((commit) => published.push(...commit.journal.map((e) => e.seq)))
-  return { path, kernel, board, transactions, published }
+  return { path, kernel, board, transactions, published, errors }
 }
 
 describe('group commit (SQLite)', () => {
@@ -116,6 +117,20 @@ describe('group commit (SQLite)', () => {
     expect(done).toMatchObject({ status: 'fulfilled', value: { status: 'done', summary: 'ok' } })
     // The completion ended the run: the heartbeat after it in the same group is refused.
     expect(late).toMatchObject({ status: 'rejected', reason: { code: 'LEASE_LOST' } })
+  })
+
+  it('a commit listener that throws does not leave the other callers of the group waiting', async () => {
+    const { kernel, board, errors } = await wire()
+    let throws = true
+    kernel.onCommit(() => {
+      if (throws) {
+        throws = false
+        throw new Error('a listener failed')
+      }
+    })
+    const tasks = await Promise.all([board.create({ title: 'a' }), board.create({ title: 'b' }), board.create({ title: 'c' })])
+    expect(tasks.map((t) => t.title)).toEqual(['a', 'b', 'c'])
+    expect(errors).toEqual([new Error('a listener failed')])
   })
 
   it('when one program undid the whole transaction, each write is rerun on its own and gets its own fate', async () => {
