@@ -398,6 +398,10 @@ class RunDriver {
       this.resolve = resolve
       this.reject = reject
     })
+    // The journal can settle the run (a deletion, a newer prompt) while run() still awaits
+    // its own reads, before it awaits `done`: that rejection is run()'s answer, not an
+    // unhandled one. (run() awaits `done` whenever it gets that far.)
+    this.done.catch(() => {})
   }
 
   start(): void {
