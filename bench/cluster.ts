@@ -92,7 +92,7 @@ function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<
 
 /** Run `jobs` in parallel, one process each, released together from a start barrier. */
 export async function runJobs(jobs: Job[], options: ClusterOptions): Promise<ClusterRun> {
-  const workers = jobs.map((job, i) => new WorkerProcess(`worker ${i} (${job.board.impl} ${job.mode})`, job, options.execArgv ?? []))
+  const workers = jobs.map((job, i) => new WorkerProcess(`worker ${i} (${'board' in job ? job.board.impl : 'plainjob'} ${job.mode})`, job, options.execArgv ?? []))
   const all = (type: MessageType) =>
     withTimeout(Promise.all(workers.map((w) => w.next(type))), options.timeoutMs, `waiting for '${type}'`)
   try {

@@ -14,6 +14,8 @@ export interface MachineFacts {
   pg: string
   sqlite: string
   xstate: string
+  /** The SQLite section's third contender (issue 11). */
+  plainjob: string
   tmpdir: string
 }
 
@@ -44,6 +46,7 @@ export function machineFacts(): MachineFacts {
     pg: packageVersion('pg'),
     sqlite: sqliteVersion(),
     xstate: packageVersion('xstate'),
+    plainjob: packageVersion('plainjob'),
     tmpdir: tmpdir(),
   }
 }

@@ -24,11 +24,13 @@ import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { machineFacts, type MachineFacts } from './machine.js'
 import { checkDbUrl, dropLiveSchemas, serverFacts, type ServerFacts } from './postgres.js'
 import type { Implementation, Synchronous } from './protocol.js'
-import { renderSection, row, writeJson, type Cell, type Row, type Section } from './report.js'
+import { renderSection, row, withPlainjob, writeJson, type Cell, type Row, type Section } from './report.js'
 import {
   measureCreate,
   measureCycles,
   measureLatency,
+  measurePlainjobCreate,
+  measurePlainjobPool,
   measurePool,
   POOL_CONCURRENCY,
   type CreateSample,
@@ -42,9 +44,13 @@ import {
 import { median, summarize, type LatencySummary } from './stats.js'
 
 const SQLITE_PROCESS_COUNTS = [1, 4]
+/** Issue 11's worker-pool targets against plainjob are at 1, 2 and 4 processes. */
+const SQLITE_POOL_PROCESS_COUNTS = [1, 2, 4]
 /** Parallel writers are the point of the PostgreSQL store: 2 shows the curve between. */
 const POSTGRES_PROCESS_COUNTS = [1, 2, 4]
 const IMPLEMENTATIONS: readonly Implementation[] = ['lockstep', 'baseline']
+/** plainjob (bench/plainjob.ts) runs create and the worker pool, SQLite only: it has no claim→complete API or latency hook here. */
+type Contender = Implementation | 'plainjob'
 const PLACEMENTS: readonly Placement[] = ['in-process', 'cross-process']
 /** lockstep's default pollMs, and a tighter one; the baseline poller runs at the same period. */
 const POLL_MS = [50, 10] as const
@@ -127,10 +133,11 @@ function positiveInt(text: string, name: string): number {
 const progress = (line: string) => process.stderr.write(`  ${line}\n`)
 
 interface ModeSamples {
-  create: Record<Implementation, CreateSample[]>
+  /** plainjob's list stays empty where it does not run (PostgreSQL). */
+  create: Record<Contender, CreateSample[]>
   cycles: Map<number, Record<Implementation, CycleSample[]>>
   /** SQLite only (empty on PostgreSQL). */
-  pool: Map<number, Record<Implementation, PoolSample[]>>
+  pool: Map<number, Record<Contender, PoolSample[]>>
   /** By latencyKey(); one run each (not per repetition): its samples are the repetitions. */
   latency: Map<string, LatencySample>
 }
@@ -143,26 +150,39 @@ interface SectionPlan {
   name: string
   target: StoreTarget
   processCounts: readonly number[]
-  /** The worker-pool scenario (SQLite only for now). */
-  pool: boolean
+  /** The worker-pool scenario's process counts (SQLite only for now: none on PostgreSQL). */
+  poolProcessCounts: readonly number[]
+  /** plainjob beside the other two in create and the worker pool (SQLite only). */
+  plainjob: boolean
+}
+
+function measureCreateOf(contender: Contender, config: ScenarioConfig, label: string): Promise<CreateSample> {
+  return contender === 'plainjob' ? measurePlainjobCreate(config, label) : measureCreate(contender, config, label)
+}
+
+function measurePoolOf(contender: Contender, processes: number, config: ScenarioConfig, label: string): Promise<PoolSample> {
+  return contender === 'plainjob' ? measurePlainjobPool(processes, config, label) : measurePool(contender, processes, config, label)
 }
 
 async function runSection(plan: SectionPlan, options: BenchOptions): Promise<ModeSamples> {
   const config: ScenarioConfig = { ...options, target: plan.target }
   const both = () => ({ lockstep: [], baseline: [] })
+  const all = () => ({ lockstep: [], baseline: [], plainjob: [] })
+  const contenders: readonly Contender[] = plan.plainjob ? [...IMPLEMENTATIONS, 'plainjob'] : IMPLEMENTATIONS
   const samples: ModeSamples = {
-    create: both(),
+    create: all(),
     cycles: new Map(plan.processCounts.map((p) => [p, both()])),
-    pool: new Map(plan.pool ? plan.processCounts.map((p) => [p, both()]) : []),
+    pool: new Map(plan.poolProcessCounts.map((p) => [p, all()])),
     latency: new Map(),
   }
   const name = plan.name
   for (let rep = 0; rep < options.repetitions; rep++) {
     // Alternate who goes first, so a machine that warms up or throttles favours neither.
     const order = rep % 2 === 0 ? IMPLEMENTATIONS : [...IMPLEMENTATIONS].reverse()
+    const everyone = rep % 2 === 0 ? contenders : [...contenders].reverse()
     const tag = `[${name} ${rep + 1}/${options.repetitions}]`
-    for (const impl of order) {
-      const sample = await measureCreate(impl, config, `${name}-create-r${rep + 1}`)
+    for (const impl of everyone) {
+      const sample = await measureCreateOf(impl, config, `${name}-create-r${rep + 1}`)
       samples.create[impl].push(sample)
       progress(`${tag} create ${impl}: ${Math.round(sample.rate)} tasks/s`)
     }
@@ -174,8 +194,8 @@ async function runSection(plan: SectionPlan, options: BenchOptions): Promise<Mod
       }
     }
     for (const [processes, bySide] of samples.pool) {
-      for (const impl of order) {
-        const sample = await measurePool(impl, processes, config, `${name}-pool-p${processes}-r${rep + 1}`)
+      for (const impl of everyone) {
+        const sample = await measurePoolOf(impl, processes, config, `${name}-pool-p${processes}-r${rep + 1}`)
         bySide[impl].push(sample)
         progress(`${tag} worker pool ${impl} x${processes}: ${Math.round(sample.rate)} tasks/s`)
       }
@@ -215,11 +235,18 @@ function compare(id: string, label: string, unit: Row['unit'], pick: (impl: Impl
   return row(id, label, unit, pick('lockstep'), pick('baseline'))
 }
 
+/** Where plainjob ran (the SQLite section): its figure beside the row's, picked the same way. */
+function besidePlainjob<S>(r: Row, plainjob: S[], pick: (samples: S[]) => Cell): Row {
+  return plainjob.length > 0 ? withPlainjob(r, pick(plainjob)) : r
+}
+
 function createRows(samples: ModeSamples): Row[] {
-  const of = (impl: Implementation) => samples.create[impl]
+  const of = (impl: Contender) => samples.create[impl]
+  const rate = (s: CreateSample[]) => perRepetition(s.map((x) => x.rate))
+  const cpu = (s: CreateSample[]) => perRepetition(s.map((x) => x.cpuPerOp))
   return [
-    compare('create', 'create', 'tasks/s', (impl) => perRepetition(of(impl).map((s) => s.rate))),
-    compare('create_cpu', 'CPU per create', 'ms', (impl) => perRepetition(of(impl).map((s) => s.cpuPerOp))),
+    besidePlainjob(compare('create', 'create', 'tasks/s', (impl) => rate(of(impl))), of('plainjob'), rate),
+    besidePlainjob(compare('create_cpu', 'CPU per create', 'ms', (impl) => cpu(of(impl))), of('plainjob'), cpu),
   ]
 }
 
@@ -246,15 +273,27 @@ const POOL_NOTE =
   'The baseline has no pool: each process runs the claim→complete loop of the rows above (claim, complete, repeat). ' +
   'Rate: tasks / (start barrier → completed_at of the last task in the file, ms resolution).'
 
+const PLAINJOB_POOL_NOTE =
+  "plainjob (bench/plainjob.ts): one defineWorker('bench', async () => {}, { queue }).start() per process, one job at a time, " +
+  'its default pollIntervall (1000 ms: with the jobs added beforehand a worker only sleeps once the queue is empty); ' +
+  "rate: jobs / (start barrier → the latest Date.now() its onCompleted callback stamped in any process: plainjob's table keeps no completion time)."
+
 function poolRows(samples: ModeSamples): Row[] {
-  const each = (fn: (processes: number, of: (impl: Implementation) => PoolSample[]) => Row) =>
+  const each = (fn: (processes: number, of: (impl: Contender) => PoolSample[]) => Row) =>
     [...samples.pool].map(([processes, bySide]) => fn(processes, (impl) => bySide[impl]))
+  const rate = (s: PoolSample[]) => perRepetition(s.map((x) => x.rate))
+  const cpu = (s: PoolSample[]) => perRepetition(s.map((x) => x.cpuPerOp))
+  const note = (of: (impl: Contender) => PoolSample[]) => (of('plainjob').length > 0 ? `${POOL_NOTE} ${PLAINJOB_POOL_NOTE}` : POOL_NOTE)
   return [
     ...each((n, of) =>
-      row(`pool_${n}p`, `worker pool, ${plural(n)}`, 'tasks/s', perRepetition(of('lockstep').map((s) => s.rate)), perRepetition(of('baseline').map((s) => s.rate)), POOL_NOTE),
+      besidePlainjob(row(`pool_${n}p`, `worker pool, ${plural(n)}`, 'tasks/s', rate(of('lockstep')), rate(of('baseline')), note(of)), of('plainjob'), rate),
     ),
     ...each((n, of) =>
-      row(`pool_cpu_${n}p`, `CPU per task, worker pool, ${plural(n)}`, 'ms', perRepetition(of('lockstep').map((s) => s.cpuPerOp)), perRepetition(of('baseline').map((s) => s.cpuPerOp)), POOL_NOTE),
+      besidePlainjob(
+        row(`pool_cpu_${n}p`, `CPU per task, worker pool, ${plural(n)}`, 'ms', cpu(of('lockstep')), cpu(of('baseline')), note(of)),
+        of('plainjob'),
+        cpu,
+      ),
     ),
   ]
 }
@@ -310,8 +349,11 @@ function latencyRows(samples: ModeSamples, store: StoreTarget['store'], options:
 /** Figures for the JSON only: full latency summaries, per-process shares, the checked row counts. */
 function details(samples: ModeSamples): Record<string, unknown> {
   const perSide = <T>(fn: (impl: Implementation) => T) => Object.fromEntries(IMPLEMENTATIONS.map((impl) => [impl, fn(impl)]))
+  // plainjob where it ran: create and the pool only.
+  const contenders: Contender[] = samples.create.plainjob.length > 0 ? [...IMPLEMENTATIONS, 'plainjob'] : [...IMPLEMENTATIONS]
+  const perContender = <T>(fn: (impl: Contender) => T) => Object.fromEntries(contenders.map((impl) => [impl, fn(impl)]))
   return {
-    create: perSide((impl) => ({
+    create: perContender((impl) => ({
       latency: summarize(samples.create[impl].flatMap((s) => s.create)),
       fileCounts: samples.create[impl].map((s) => s.counts),
     })),
@@ -330,7 +372,7 @@ function details(samples: ModeSamples): Record<string, unknown> {
     pool: Object.fromEntries(
       [...samples.pool].map(([processes, bySide]) => [
         `${processes}p`,
-        perSide((impl) => ({
+        perContender((impl) => ({
           wallMs: bySide[impl].map((s) => s.wallMs),
           parentWallMs: bySide[impl].map((s) => s.parentWallMs),
           tasksPerProcess: bySide[impl].map((s) => s.tasksPerProcess),
@@ -352,7 +394,18 @@ function buildSection(title: string, store: StoreTarget['store'], samples: ModeS
 function targetLines(section: Section): string[] {
   const cycles = section.rows.filter((r) => r.unit === 'cycles/s')
   const verdicts = cycles.map((r) => `${r.label.replace('claim→complete, ', '')} ${r.ratio.toFixed(2)}x ${r.ratio >= TARGET_RATIO ? 'met' : 'MISSED'}`)
-  return [`design target lockstep >= ${TARGET_RATIO}x baseline on claim→complete: ${verdicts.join(', ')}`]
+  return [`design target lockstep >= ${TARGET_RATIO}x baseline on claim→complete: ${verdicts.join(', ')}`, ...plainjobTargetLines(section)]
+}
+
+/** Issue 11: lockstep's worker pool at least as fast as plainjob's worker, at every process count measured. */
+function plainjobTargetLines(section: Section): string[] {
+  return section.rows
+    .filter((r) => r.unit === 'tasks/s' && r.id.startsWith('pool_') && r.plainjob)
+    .map((r) => {
+      const n = r.label.replace('worker pool, ', '')
+      const figures = `lockstep ${Math.round(r.lockstep.value)} vs plainjob ${Math.round(r.plainjob!.value)} tasks/s, ${r.plainjobRatio!.toFixed(2)}x`
+      return `issue 11 target worker pool >= plainjob at ${n}: ${figures} ${r.plainjobRatio! >= 1 ? 'met' : 'MISSED'}`
+    })
 }
 
 /** PostgreSQL's second target: parallel writers are the point of that store, so more processes must go faster. */
@@ -369,7 +422,7 @@ function scalingLine(section: Section): string {
 
 const COMMON_HEADER = [
   '  rates and CPU: median over repetitions (min-max); latencies: nearest-rank over all samples pooled',
-  '  the two sides alternate (who goes first flips every repetition): compare ratios; absolute figures move with the',
+  '  the sides alternate (who goes first flips every repetition): compare ratios; absolute figures move with the',
   "  machine's other load",
 ]
 
@@ -377,11 +430,12 @@ function sqliteHeader(machine: MachineFacts, options: BenchOptions): string {
   return [
     'lockstep bench: lockstep vs hand-written better-sqlite3 baseline (same work, same run)',
     `  node ${machine.node} | ${machine.os} | ${machine.cpuCount} CPUs (${machine.cpuModel})`,
-    `  better-sqlite3 ${machine.betterSqlite3} | SQLite ${machine.sqlite} | xstate ${machine.xstate}`,
+    `  better-sqlite3 ${machine.betterSqlite3} | SQLite ${machine.sqlite} | xstate ${machine.xstate} | plainjob ${machine.plainjob}`,
     `  ${options.tasks} tasks per scenario | ${options.repetitions} repetition(s) | warm-up ${options.warmup} tasks per process`,
     `  create→start: ${options.latencySamples} samples per case, one run each after the repetitions`,
     `  WAL | busy_timeout ${options.busyTimeoutMs} ms | synchronous passed explicitly to both sides | files in ${machine.tmpdir}`,
-    "  checkpoints: lockstep's default (a background thread, PASSIVE every 100 ms); baseline: SQLite's automatic one inside commits",
+    "  checkpoints: lockstep's default (a background thread, PASSIVE every 100 ms); baseline and plainjob: SQLite's automatic one inside commits",
+    '  plainjob (create and worker pool only): its defaults but a quiet logger, synchronous and busy_timeout as above (bench/plainjob.ts)',
     ...COMMON_HEADER,
     '  CPU per op: user+system time of the worker processes / ops: the cost without fsync and lock waits',
   ].join('\n')
@@ -413,7 +467,8 @@ async function runSqlite(options: BenchOptions, machine: MachineFacts): Promise<
       name: synchronous,
       target: { store: 'sqlite', synchronous, busyTimeoutMs: options.busyTimeoutMs },
       processCounts: SQLITE_PROCESS_COUNTS,
-      pool: true,
+      poolProcessCounts: SQLITE_POOL_PROCESS_COUNTS,
+      plainjob: true,
     }
     const section = buildSection(synchronous, 'sqlite', await runSection(plan, options), options)
     sections.push(section)
@@ -449,7 +504,8 @@ async function runPostgres(url: string, options: BenchOptions, machine: MachineF
     name: 'postgres',
     target: { store: 'postgres', url },
     processCounts: POSTGRES_PROCESS_COUNTS,
-    pool: false,
+    poolProcessCounts: [],
+    plainjob: false,
   }
   const title = `postgres synchronous_commit=${server.settings.synchronous_commit}`
   const section = buildSection(title, 'postgres', await runSection(plan, options), options)

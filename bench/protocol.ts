@@ -33,6 +33,13 @@ export interface PostgresBoardSpec {
 
 export type BoardSpec = SqliteBoardSpec | PostgresBoardSpec
 
+/** A plainjob queue (bench/plainjob.ts) in a SQLite file of its own, with the same file settings as the boards. */
+export interface PlainjobQueueSpec {
+  path: string
+  synchronous: Synchronous
+  busyTimeoutMs: number
+}
+
 export type Job =
   /** Create `count` tasks, one transaction each. */
   | { mode: 'create'; board: BoardSpec; count: number; warmup: number }
@@ -47,6 +54,10 @@ export type Job =
    * start time minus title; `both` does the two in one process.
    */
   | { mode: 'latency'; role: 'create' | 'work' | 'both'; board: BoardSpec; worker: string; warmup: number; latency: LatencySpec }
+  /** plainjob: `queue.add` `count` jobs, one call each (bench/plainjob.ts). */
+  | { mode: 'plainjob-add'; queue: PlainjobQueueSpec; count: number; warmup: number }
+  /** plainjob: one `defineWorker(...).start()` with a no-op processor until all `total` jobs in the file are done. */
+  | { mode: 'plainjob-pool'; queue: PlainjobQueueSpec; warmup: number; total: number }
 
 export interface LatencySpec {
   samples: number
@@ -69,6 +80,8 @@ export interface JobResult {
   latencies: Record<string, number[]>
   /** performance.timeOrigin + performance.now() minus Date.now(), measured at a Date.now() tick (stats.ts). */
   clockOffsetMs?: number
+  /** plainjob pool: Date.now() at this process's last job completion (plainjob's table has no completion time). */
+  lastDoneEpochMs?: number
 }
 
 export type ParentMessage = { type: 'go' }

@@ -18,6 +18,9 @@ export interface Row {
   lockstep: Cell
   baseline: Cell
   ratio: number
+  /** SQLite rows issue 11 measures against plainjob: its figure, and lockstep / plainjob. */
+  plainjob?: Cell
+  plainjobRatio?: number
   /** What the two sides of this row run, when that is not the obvious same work: printed as a footnote. */
   note?: string
 }
@@ -33,6 +36,11 @@ export function row(id: string, label: string, unit: Row['unit'], lockstep: Cell
   const r: Row = { id, label, unit, better: unit === 'ms' ? 'lower' : 'higher', lockstep, baseline, ratio: lockstep.value / baseline.value }
   if (note) r.note = note
   return r
+}
+
+/** The row with plainjob's figure beside it (a third column in the table). */
+export function withPlainjob(r: Row, plainjob: Cell): Row {
+  return { ...r, plainjob, plainjobRatio: r.lockstep.value / plainjob.value }
 }
 
 const integer = new Intl.NumberFormat('en-US', { maximumFractionDigits: 0 })
@@ -65,13 +73,17 @@ export function renderSection(section: Section): string {
     if (!notes.includes(note)) notes.push(note)
     return ` [${notes.indexOf(note) + 1}]`
   }
+  // plainjob's columns only when some row has its figure (the SQLite section), blank elsewhere.
+  const plainjob = section.rows.some((r) => r.plainjob)
   const body = section.rows.map((r) => [
     `${r.label} (${r.unit})${marker(r.note)}`,
     formatCell(r.lockstep, r.unit),
     formatCell(r.baseline, r.unit),
     `${r.ratio.toFixed(2)}x`,
+    ...(plainjob ? (r.plainjob ? [formatCell(r.plainjob, r.unit), `${r.plainjobRatio!.toFixed(2)}x`] : ['', '']) : []),
   ])
-  const table = renderTable(['scenario', 'lockstep', 'baseline', 'lockstep/baseline'], body)
+  const header = ['scenario', 'lockstep', 'baseline', 'lockstep/baseline', ...(plainjob ? ['plainjob', 'lockstep/plainjob'] : [])]
+  const table = renderTable(header, body)
   return [table, ...notes.map((note, i) => wrap(`[${i + 1}] ${note}`, 100, '    '))].join('\n')
 }
 

@@ -10,7 +10,8 @@ import Database from 'better-sqlite3'
 import { EVENTS_TABLE, openBoard } from './boards.js'
 import { runJobs } from './cluster.js'
 import { countPgRows, withFreshSchema } from './postgres.js'
-import type { BoardSpec, Implementation, Job, LatencySpec, Synchronous } from './protocol.js'
+import { PLAINJOB_DONE, PLAINJOB_TABLE } from './plainjob.js'
+import type { BoardSpec, Implementation, Job, LatencySpec, PlainjobQueueSpec, Synchronous } from './protocol.js'
 import { perSecond } from './stats.js'
 
 /** Handlers per worker-pool process, in both pool scenarios. */
@@ -44,12 +45,18 @@ export interface FileCounts {
   doubleClaimed: number
 }
 
+/** plainjob's file: its one jobs table, by status. */
+export interface PlainjobCounts {
+  jobs: number
+  done: number
+}
+
 export interface CreateSample {
   rate: number
   /** CPU ms per task created. */
   cpuPerOp: number
   create: number[]
-  counts: FileCounts
+  counts: FileCounts | PlainjobCounts
 }
 
 export interface CycleSample {
@@ -173,7 +180,7 @@ export interface PoolSample {
   /** From the barrier's release to the last process's `finished` (includes its done-detection, up to ~5 ms). */
   parentWallMs: number
   tasksPerProcess: number[]
-  counts: FileCounts
+  counts: FileCounts | PlainjobCounts
 }
 
 /** Both schemas stamp tasks.completed_at with Date.now() in the completing transaction. */
@@ -217,6 +224,84 @@ export async function measurePool(
     if (handled !== n) throw new Error(`bench: ${impl} pools reported ${handled} tasks for ${n}`)
     const wallMs = lastCompletedAt(board) - run.goEpochMs
     if (!(wallMs > 0)) throw new Error(`bench: ${impl} pool run has no positive wall time (${wallMs} ms)`)
+    return {
+      rate: perSecond(n, wallMs),
+      cpuPerOp: run.results.reduce((total, r) => total + r.cpuMs, 0) / n,
+      wallMs,
+      parentWallMs: run.wallMs,
+      tasksPerProcess: run.results.map((r) => r.ops),
+      counts,
+    }
+  })
+}
+
+/** Run `fn` on a fresh plainjob queue file in a new temp directory, removed afterwards. */
+async function onFreshQueue<T>(config: ScenarioConfig, fn: (queue: PlainjobQueueSpec) => Promise<T>): Promise<T> {
+  const target = config.target
+  if (target.store !== 'sqlite') throw new Error('bench: plainjob runs on SQLite only')
+  const dir = mkdtempSync(join(tmpdir(), 'lockstep-bench-'))
+  try {
+    return await fn({ path: join(dir, 'plainjob.db'), synchronous: target.synchronous, busyTimeoutMs: target.busyTimeoutMs })
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+/** plainjob's own table only: how many jobs, how many done. */
+function countPlainjob(spec: PlainjobQueueSpec): PlainjobCounts {
+  const db = new Database(spec.path, { readonly: true })
+  try {
+    return {
+      jobs: db.prepare(`SELECT count(*) FROM ${PLAINJOB_TABLE}`).pluck().get() as number,
+      done: db.prepare(`SELECT count(*) FROM ${PLAINJOB_TABLE} WHERE status = ?`).pluck().get(PLAINJOB_DONE) as number,
+    }
+  } finally {
+    db.close()
+  }
+}
+
+function checkPlainjob(counts: PlainjobCounts, expected: PlainjobCounts): void {
+  if (counts.jobs !== expected.jobs || counts.done !== expected.done) {
+    throw new Error(`bench: plainjob file does not hold the work done: expected ${JSON.stringify(expected)}, found ${JSON.stringify(counts)}`)
+  }
+}
+
+/** Scenario 1 for plainjob: `queue.add` `tasks` jobs from one process, one call (one autocommit INSERT) each. */
+export async function measurePlainjobCreate(config: ScenarioConfig, label: string): Promise<CreateSample> {
+  return onFreshQueue(config, async (queue) => {
+    const job: Job = { mode: 'plainjob-add', queue, count: config.tasks, warmup: config.warmup }
+    const [result] = (await runJobs([job], { timeoutMs: config.timeoutMs, execArgv: profileFlags(config, `${label}-plainjob`) })).results
+    const counts = countPlainjob(queue)
+    checkPlainjob(counts, { jobs: config.tasks, done: 0 })
+    return {
+      rate: perSecond(result!.ops, result!.elapsedMs),
+      cpuPerOp: result!.cpuMs / result!.ops,
+      create: result!.latencies.create!,
+      counts,
+    }
+  })
+}
+
+/**
+ * Scenario 4 for plainjob: add `tasks` jobs (untimed), then `processes` processes, released
+ * together, each run one plainjob worker with a no-op processor until every job is done.
+ * Timed from the barrier to the latest completion any process stamped (its onCompleted
+ * Date.now(): plainjob's table keeps no completion time), ms resolution like completed_at.
+ * Every job done once: the table holds `tasks` done jobs and the processors ran `tasks` times.
+ */
+export async function measurePlainjobPool(processes: number, config: ScenarioConfig, label: string): Promise<PoolSample> {
+  return onFreshQueue(config, async (queue) => {
+    const n = config.tasks
+    await runJobs([{ mode: 'plainjob-add', queue, count: n, warmup: 0 }], { timeoutMs: config.timeoutMs })
+
+    const jobs: Job[] = Array.from({ length: processes }, (): Job => ({ mode: 'plainjob-pool', queue, warmup: config.warmup, total: n }))
+    const run = await runJobs(jobs, { timeoutMs: config.timeoutMs, execArgv: profileFlags(config, `${label}-plainjob`) })
+    const counts = countPlainjob(queue)
+    checkPlainjob(counts, { jobs: n, done: n })
+    const handled = run.results.reduce((total, r) => total + r.ops, 0)
+    if (handled !== n) throw new Error(`bench: plainjob workers reported ${handled} jobs for ${n}`)
+    const wallMs = Math.max(...run.results.map((r) => r.lastDoneEpochMs ?? 0)) - run.goEpochMs
+    if (!(wallMs > 0)) throw new Error(`bench: plainjob pool run has no positive wall time (${wallMs} ms)`)
     return {
       rate: perSecond(n, wallMs),
       cpuPerOp: run.results.reduce((total, r) => total + r.cpuMs, 0) / n,

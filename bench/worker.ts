@@ -4,6 +4,7 @@
  * See protocol.ts for the conversation.
  */
 import { onScratchBoard, openBoard, type BenchBoard } from './boards.js'
+import { runPlainjobAdd, runPlainjobPool } from './plainjob.js'
 import { runLatency, runPool, type Lifecycle } from './pool-jobs.js'
 import type { BoardSpec, ChildMessage, Job, JobResult, ParentMessage } from './protocol.js'
 import { cpuMsSince, now, timed } from './stats.js'
@@ -80,8 +81,9 @@ process.on('disconnect', () => {
 
 async function main(): Promise<void> {
   const job = JSON.parse(process.argv[2]!) as Job
-  if (job.mode === 'pool' || job.mode === 'latency') {
-    // These pace the barrier themselves (a latency pool must be idle and waiting before `go`).
+  if (job.mode === 'pool' || job.mode === 'latency' || job.mode === 'plainjob-add' || job.mode === 'plainjob-pool') {
+    // These pace the barrier themselves (a latency pool must be idle and waiting before `go`;
+    // plainjob's jobs open a queue, not a BenchBoard).
     const life: Lifecycle = {
       barrier: async () => {
         const go = startBarrier()
@@ -90,7 +92,14 @@ async function main(): Promise<void> {
       },
       finished: () => send({ type: 'finished' }),
     }
-    const result = job.mode === 'pool' ? await runPool(job, life) : await runLatency(job, life)
+    const result =
+      job.mode === 'pool'
+        ? await runPool(job, life)
+        : job.mode === 'latency'
+          ? await runLatency(job, life)
+          : job.mode === 'plainjob-add'
+            ? await runPlainjobAdd(job, life)
+            : await runPlainjobPool(job, life)
     await send({ type: 'result', result })
     leave()
     return
