@@ -433,7 +433,7 @@ function sqliteHeader(machine: MachineFacts, options: BenchOptions): string {
     `  better-sqlite3 ${machine.betterSqlite3} | SQLite ${machine.sqlite} | xstate ${machine.xstate} | plainjob ${machine.plainjob}`,
     `  ${options.tasks} tasks per scenario | ${options.repetitions} repetition(s) | warm-up ${options.warmup} tasks per process`,
     `  create→start: ${options.latencySamples} samples per case, one run each after the repetitions`,
-    `  WAL | busy_timeout ${options.busyTimeoutMs} ms | synchronous passed explicitly to both sides | files in ${machine.tmpdir}`,
+    `  WAL | busy_timeout ${options.busyTimeoutMs} ms | synchronous passed explicitly to every side | files in ${machine.tmpdir}`,
     "  checkpoints: lockstep's default (a background thread, PASSIVE every 100 ms); baseline and plainjob: SQLite's automatic one inside commits",
     '  plainjob (create and worker pool only): its defaults but a quiet logger, synchronous and busy_timeout as above (bench/plainjob.ts)',
     ...COMMON_HEADER,
