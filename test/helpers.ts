@@ -14,7 +14,9 @@ afterEach(async () => {
 /** A fresh directory with a lockstep.db path in it, removed after the test. */
 export function tempDbPath(): string {
   const dir = mkdtempSync(join(tmpdir(), 'lockstep-test-'))
-  cleanups.push(() => rmSync(dir, { recursive: true, force: true }))
+  // Retried: a file handle closing at that moment (a checkpointer thread, a child process
+  // exiting) can leave the directory briefly not empty.
+  cleanups.push(() => rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 20 }))
   return join(dir, 'lockstep.db')
 }
 

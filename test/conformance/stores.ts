@@ -6,7 +6,10 @@
  */
 import type { TestContext } from 'vitest'
 import { createOrchestrator, type Orchestrator, type OrchestratorOptions } from '../../src/index.js'
-import { tableCounts, tempDbPath } from '../helpers.js'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { tableCounts } from '../helpers.js'
 import { adminQuery, freshSchema, pgUrl } from '../postgres-server.js'
 
 /** Options every store takes (the store's own location options are the factory's). */
@@ -33,7 +36,12 @@ export const STORES: StoreUnderTest[] = [
   {
     name: 'sqlite',
     async open(ctx, options = {}) {
-      const path = tempDbPath()
+      // onTestFinished callbacks run last registered first, and after afterEach hooks: the
+      // directory goes only once the orchestrator (and any opened later) has closed; removed
+      // earlier, a live checkpointer could put a file back mid-removal (ENOTEMPTY, seen once).
+      const dir = mkdtempSync(join(tmpdir(), 'lockstep-test-'))
+      ctx.onTestFinished(() => rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 20 }))
+      const path = join(dir, 'lockstep.db')
       const orch = await createOrchestrator({ path, pollMs: 10, ...options })
       ctx.onTestFinished(() => orch.close())
       return Object.assign(orch, { spec: path })
