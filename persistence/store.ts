@@ -450,5 +450,10 @@ export interface InspectSource {
   read<T>(fn: (reads: InspectReads) => Awaitable<T>): Promise<T>
   /** The journal as a follower sees it: `horizon()` and `changed()`. */
   journal: Pick<JournalSource, 'horizon' | 'changed'>
+  /**
+   * The store's clock (ms since the epoch), as steps record time: what a cooldown's
+   * `until` is compared with (PostgreSQL: the database's, whatever this host's clock says).
+   */
+  now(): number
   close(): Promise<void>
 }

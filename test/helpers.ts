@@ -1,9 +1,9 @@
-import { spawn } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
-import { afterEach } from 'vitest'
+import { afterEach, expect } from 'vitest'
 import { createOrchestrator, type Orchestrator, type OrchestratorOptions } from '../src/index.js'
 
 const cleanups: Array<() => Promise<void> | void> = []
@@ -91,4 +91,59 @@ export function runProc(script: string, args: string[], timeoutMs = 90_000): Pro
       resolve({ code, signal, stdout, stderr })
     })
   })
+}
+
+export interface PoolWorkerProcess {
+  child: ChildProcess
+  /** Resolves once the worker has finished 50 handlers: it is busy, a kill lands mid-run. */
+  progress: Promise<void>
+  exit: Promise<number | null>
+  output: () => string
+}
+
+/**
+ * A worker-pool process (test/procs/pool-worker.mjs) on `store` (a SQLite path or a spec of
+ * open-store.mjs): concurrency 4, the given lease, and optionally a deadline after which it
+ * gives up and exits 0.
+ */
+export function startPoolWorker(store: string, name: string, leaseMs: number, deadlineMs?: number): PoolWorkerProcess {
+  const args = [join(import.meta.dirname, 'procs', 'pool-worker.mjs'), store, name, '4', String(leaseMs)]
+  if (deadlineMs !== undefined) args.push(String(deadlineMs))
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  let resolveProgress!: () => void
+  const progress = new Promise<void>((resolve) => (resolveProgress = resolve))
+  child.stdout!.on('data', (d) => {
+    out += d
+    if (out.includes('progress')) resolveProgress()
+  })
+  child.stderr!.on('data', (d) => (out += d))
+  const exit = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
+  return { child, progress, exit, output: () => out }
+}
+
+/**
+ * What test/procs/claim-worker.mjs processes report, checked as seed 003 demands: each
+ * exited cleanly, no error of any kind reached a worker, no task was claimed twice, and
+ * every completion came from the worker and run that claimed its task. Returns the claims
+ * by task id.
+ */
+export function checkedClaims(results: ProcResult[]): Map<string, { worker: string; run: string }> {
+  const events: Array<{ kind: string; task: string; run: string; worker: string }> = []
+  for (const result of results) {
+    expect(result.stderr).toBe('')
+    expect(result.code).toBe(0)
+    const { worker, events: own } = JSON.parse(result.stdout)
+    for (const e of own) events.push({ ...e, worker })
+  }
+  expect(events.filter((e) => e.kind.startsWith('error'))).toEqual([])
+  const claims = new Map<string, { worker: string; run: string }>()
+  for (const e of events.filter((x) => x.kind === 'claimed')) {
+    expect(claims.has(e.task), `double claim of ${e.task}`).toBe(false)
+    claims.set(e.task, { worker: e.worker, run: e.run })
+  }
+  const completions = events.filter((e) => e.kind === 'completed')
+  expect(new Set(completions.map((e) => e.task)).size).toBe(completions.length)
+  for (const e of completions) expect(claims.get(e.task)).toEqual({ worker: e.worker, run: e.run })
+  return claims
 }

@@ -7,7 +7,7 @@
  */
 import type { JournalRow } from '../journal-rows.js'
 import type { InspectReads, InspectSource, RunRow, SessionActorRow, SessionListRow, TaskActorRow, TaskListQuery, TaskListRow } from '../store.js'
-import type { PgConnection, PgOpenOptions } from './connection.js'
+import { databaseNowMs, type PgConnection, type PgOpenOptions } from './connection.js'
 import { openPostgres } from './open.js'
 import { PgJournalSource, withReadRetry } from './reads.js'
 
@@ -196,10 +196,20 @@ export async function openPostgresInspect(url: string, options: Omit<PgOpenOptio
   // A read waits out a lost connection this long before STORE_UNAVAILABLE (503): the page asks again.
   const conn = await openPostgres(url, { retryBudgetMs: 5_000, ...options, pool: { max: 4, ...options.pool }, readOnly: true })
   const reads = new PgInspectReads(conn)
+  let offset: number
+  try {
+    // The database clock, as the host's plus the offset measured once at open (a query per
+    // page would cost a round trip for drift of microseconds).
+    offset = (await databaseNowMs(conn.pool)) - Date.now()
+  } catch (error) {
+    await conn.close().catch(() => {})
+    throw error
+  }
   return {
     where: `${conn.where} (schema ${conn.schema.name})`,
     read: (fn) => withReadRetry(conn, () => fn(reads)),
     journal: new PgJournalSource(conn),
+    now: () => Date.now() + offset,
     close: () => conn.close(),
   }
 }

@@ -195,6 +195,8 @@ export function openSqliteInspect(path: string): InspectSource {
     where: resolve(path),
     read: (fn) => withBusyRetry(() => fn(reads), READ_RETRY_MS),
     journal,
+    // Processes sharing a file share a host: its clock is the store's.
+    now: () => Date.now(),
     async close() {
       if (db.open) db.close()
     },

@@ -5,10 +5,9 @@
  * test holds a SQLite file and a PostgreSQL schema to one standard. (test/stress keeps
  * the SQLite version that audits the tables themselves.)
  */
-import { spawn, type ChildProcess } from 'node:child_process'
-import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import type { Run } from '../../src/index.js'
+import { startPoolWorker } from '../helpers.js'
 import { wholeJournal } from './journal.js'
 import { STORES } from './stores.js'
 
@@ -17,30 +16,6 @@ const ROOTS = 40
 const LEASE_MS = 1_500
 // A worker gives up (exits 0) after this long; a healthy run takes a few seconds.
 const DEADLINE_MS = 45_000
-
-interface Worker {
-  child: ChildProcess
-  /** Resolves once the worker has finished 50 handlers: it is busy, a kill lands mid-run. */
-  progress: Promise<void>
-  exit: Promise<number | null>
-  output: () => string
-}
-
-function startWorker(spec: string, name: string): Worker {
-  const child = spawn(process.execPath, [join(import.meta.dirname, '..', 'procs', 'pool-worker.mjs'), spec, name, '4', String(LEASE_MS), String(DEADLINE_MS)], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  let out = ''
-  let resolveProgress!: () => void
-  const progress = new Promise<void>((r) => (resolveProgress = r))
-  child.stdout!.on('data', (d) => {
-    out += d
-    if (out.includes('progress')) resolveProgress()
-  })
-  child.stderr!.on('data', (d) => (out += d))
-  const exit = new Promise<number | null>((r) => child.on('exit', (code) => r(code)))
-  return { child, progress, exit, output: () => out }
-}
 
 describe.each(STORES)('chaos on $name: kill -9 worker processes mid-run', (store) => {
   it(`4 pools x ${TASKS} DAG tasks, two killed and replaced: every task done once, every run closed`, async (ctx) => {
@@ -54,7 +29,7 @@ describe.each(STORES)('chaos on $name: kill -9 worker processes mid-run', (store
       ids.push((await orch.tasks.create({ title: `task ${i}`, parents, maxAttempts: 10 })).id)
     }
 
-    const workers = ['a', 'b', 'c', 'd'].map((name) => startWorker(orch.spec, name))
+    const workers = ['a', 'b', 'c', 'd'].map((name) => startPoolWorker(orch.spec, name, LEASE_MS, DEADLINE_MS))
     // Kill two workers once they are busy, and start replacements. A worker that ends
     // before it got busy (the others took the work, on a starved machine) is not waited
     // for forever: it is just not killed.
@@ -62,7 +37,7 @@ describe.each(STORES)('chaos on $name: kill -9 worker processes mid-run', (store
     const killed = [workers[0]!, workers[1]!].filter((w) => w.child.exitCode === null && w.child.signalCode === null)
     expect(killed.length, 'a worker to kill mid-run').toBeGreaterThan(0)
     for (const w of killed) w.child.kill('SIGKILL')
-    const replacements = ['e', 'f'].map((name) => startWorker(orch.spec, name))
+    const replacements = ['e', 'f'].map((name) => startPoolWorker(orch.spec, name, LEASE_MS, DEADLINE_MS))
     const survivors = [...[workers[0]!, workers[1]!].filter((w) => !killed.includes(w)), workers[2]!, workers[3]!, ...replacements]
     const codes = await Promise.all(survivors.map((w) => w.exit))
     for (const w of killed) expect(await w.exit).toBeNull()

@@ -5,7 +5,7 @@
  * closed as completed by its claimer, and journal counts that match.
  */
 import { describe, expect, it } from 'vitest'
-import { runProc } from '../helpers.js'
+import { checkedClaims, runProc } from '../helpers.js'
 import { STORES } from './stores.js'
 
 const TASKS = 300
@@ -18,24 +18,8 @@ describe.each(STORES)('seed 003 on $name', (store) => {
     for (let i = 0; i < TASKS; i++) ids.push((await orch.tasks.create({ title: `task #${i}` })).id)
 
     const results = await Promise.all(Array.from({ length: WORKERS }, (_, i) => runProc('claim-worker.mjs', [orch.spec, `worker-${i}`, '2'])))
-    const events: Array<{ kind: string; task: string; run: string; worker: string }> = []
-    for (const result of results) {
-      expect(result.stderr).toBe('')
-      expect(result.code).toBe(0)
-      const { worker, events: own } = JSON.parse(result.stdout)
-      for (const e of own) events.push({ ...e, worker })
-    }
-    // No error of any kind (busy, conflicts, dropped connections) reached a worker.
-    expect(events.filter((e) => e.kind.startsWith('error'))).toEqual([])
-
-    const claims = new Map<string, { worker: string; run: string }>()
-    for (const e of events.filter((x) => x.kind === 'claimed')) {
-      expect(claims.has(e.task), `double claim of ${e.task}`).toBe(false)
-      claims.set(e.task, { worker: e.worker, run: e.run })
-    }
-    const completions = events.filter((e) => e.kind === 'completed')
-    expect(new Set(completions.map((e) => e.task)).size).toBe(completions.length)
-    for (const e of completions) expect(claims.get(e.task)).toEqual({ worker: e.worker, run: e.run })
+    // No error reached a worker (busy, conflicts, dropped connections); no double claim or completion.
+    const claims = checkedClaims(results)
     expect(claims.size).toBe(TASKS)
     expect(new Set([...claims.values()].map((c) => c.worker)).size).toBeGreaterThan(1)
 

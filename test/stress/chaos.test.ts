@@ -2,30 +2,14 @@
  * Chaos: worker-pool processes work a 2,000-task DAG on one file with short leases; two
  * of them are killed with SIGKILL mid-run and replaced. Nothing may be lost or done twice.
  */
-import { spawn, type ChildProcess } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { createOrchestrator } from '../../src/index.js'
-import { raw, tempDbPath, waitFor } from '../helpers.js'
+import { raw, startPoolWorker, tempDbPath, waitFor } from '../helpers.js'
 
 const TASKS = 2_000
 const LEASE_MS = 1_500
-
-function startWorker(path: string, name: string): { child: ChildProcess; progress: Promise<void>; exit: Promise<number | null>; output: () => string } {
-  const child = spawn(process.execPath, [join(import.meta.dirname, '..', 'procs', 'pool-worker.mjs'), path, name, '4', String(LEASE_MS)], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  let out = ''
-  let resolveProgress!: () => void
-  const progress = new Promise<void>((r) => (resolveProgress = r))
-  child.stdout!.on('data', (d) => {
-    out += d
-    if (out.includes('progress')) resolveProgress()
-  })
-  child.stderr!.on('data', (d) => (out += d))
-  const exit = new Promise<number | null>((r) => child.on('exit', (code) => r(code)))
-  return { child, progress, exit, output: () => out }
-}
 
 describe('a frozen holder', () => {
   it('wakes up after its task was reclaimed and completed elsewhere: its late result is refused', async () => {
@@ -70,12 +54,12 @@ describe('chaos: kill -9 worker processes mid-run', () => {
     }
     await orch.close()
 
-    const workers = ['a', 'b', 'c', 'd'].map((name) => startWorker(path, name))
+    const workers = ['a', 'b', 'c', 'd'].map((name) => startPoolWorker(path, name, LEASE_MS))
     // Kill two workers once they are busy, and start replacements.
     await Promise.all([workers[0]!.progress, workers[1]!.progress])
     workers[0]!.child.kill('SIGKILL')
     workers[1]!.child.kill('SIGKILL')
-    const replacements = ['e', 'f'].map((name) => startWorker(path, name))
+    const replacements = ['e', 'f'].map((name) => startPoolWorker(path, name, LEASE_MS))
     const survivors = [workers[2]!, workers[3]!, ...replacements]
     const codes = await Promise.all(survivors.map((w) => w.exit))
     expect(await workers[0]!.exit).toBeNull()

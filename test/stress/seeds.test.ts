@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest'
 import { createOrchestrator } from '../../src/index.js'
-import { raw, runProc, tempDbPath } from '../helpers.js'
+import { checkedClaims, raw, runProc, tempDbPath } from '../helpers.js'
 
 describe('seed 003: processes race to claim on one file', () => {
   it('5 processes x 1,000 tasks: no double claim or completion, one closed run per claim, counts match', async () => {
@@ -22,26 +22,8 @@ describe('seed 003: processes race to claim on one file', () => {
     const results = await Promise.all(
       Array.from({ length: WORKERS }, (_, i) => runProc('claim-worker.mjs', [path, `worker-${i}`, '3', 'shared'])),
     )
-    const events: Array<{ kind: string; task: string; run: string; worker: string; code?: string }> = []
-    for (const result of results) {
-      expect(result.stderr).toBe('')
-      expect(result.code).toBe(0)
-      const { worker, events: own } = JSON.parse(result.stdout)
-      for (const e of own) events.push({ ...e, worker })
-    }
-
-    // No error of any kind (SQLite busy/locked included) escaped to a worker.
-    expect(events.filter((e) => e.kind.startsWith('error'))).toEqual([])
-
-    // No task claimed twice; every completion by the worker (and run) that claimed it.
-    const claims = new Map<string, { worker: string; run: string }>()
-    for (const e of events.filter((x) => x.kind === 'claimed')) {
-      expect(claims.has(e.task), `double claim of ${e.task}`).toBe(false)
-      claims.set(e.task, { worker: e.worker, run: e.run })
-    }
-    const completions = events.filter((e) => e.kind === 'completed')
-    expect(new Set(completions.map((e) => e.task)).size).toBe(completions.length)
-    for (const e of completions) expect(claims.get(e.task)).toEqual({ worker: e.worker, run: e.run })
+    // No error (SQLite busy/locked included) reached a worker; no double claim or completion.
+    const claims = checkedClaims(results)
     expect(claims.size).toBe(TASKS)
     // The work was really shared between processes.
     expect(new Set([...claims.values()].map((c) => c.worker)).size).toBeGreaterThan(1)

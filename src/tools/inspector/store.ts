@@ -72,6 +72,11 @@ export class InspectorStore {
     return this.src.where
   }
 
+  /** The store's clock (on PostgreSQL the database's), for what the page compares with time. */
+  now(): number {
+    return this.src.now()
+  }
+
   close(): Promise<void> {
     return this.src.close()
   }

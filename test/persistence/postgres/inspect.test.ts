@@ -4,11 +4,11 @@
  * transaction was still open) is streamed in its place, never skipped.
  */
 import pg from 'pg'
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 import { openPool } from '../../../persistence/postgres/connection.js'
 import { appendJournal, type JournalAppend } from '../../../persistence/postgres/journal.js'
 import { migrate } from '../../../persistence/postgres/migrations.js'
-import { startInspector } from '../../../src/index.js'
+import { createOrchestrator, startInspector } from '../../../src/index.js'
 import { sleep } from '../../helpers.js'
 import { eventStream, get } from '../../tools/inspector-helpers.js'
 import { freshSchema, pgUrl } from '../../postgres-server.js'
@@ -56,5 +56,20 @@ describe('the inspector on PostgreSQL', () => {
       [second, 'second'],
     ])
     expect((await get(i.url, '/api/journal')).body.seq).toBe(second)
+  })
+
+  it("shows a session against the database's clock, not a host clock minutes off", async (ctx) => {
+    const schema = await freshSchema(ctx)
+    const orch = await createOrchestrator({ url: pgUrl, schema, runTimers: false })
+    ctx.onTestFinished(() => orch.close())
+    await orch.sessions.open('s', { models: ['a/one', 'b/two'] })
+    const hostNow = Date.now.bind(Date)
+    // This host's clock runs 7 minutes ahead from here on, as another host's might.
+    const skew = vi.spyOn(Date, 'now').mockImplementation(() => hostNow() + 7 * 60_000)
+    ctx.onTestFinished(() => skew.mockRestore())
+    const i = await startInspector({ url: pgUrl, schema }, { port: 0 })
+    ctx.onTestFinished(() => i.close())
+    const session = (await get(i.url, '/api/sessions/s')).body
+    expect(Math.abs(session.now - hostNow())).toBeLessThan(30_000)
   })
 })
