@@ -629,8 +629,10 @@ describe.each(STORES)('on $name', (store) => {
         },
       })
       await waitFor(() => started)
+      // Watched before the delete: run() may reject while deleted() is still returning.
+      const rejected = expect(pending).rejects.toMatchObject({ code: 'SESSION_DELETED' })
       await orch.sessions.deleted('s')
-      await expect(pending).rejects.toMatchObject({ code: 'SESSION_DELETED' })
+      await rejected
     })
   })
 
